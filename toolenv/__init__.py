@@ -1,0 +1,73 @@
+"""toolenv: tool-use tasks for language models as Gymnasium environments.
+
+Importing ``toolenv`` registers every task under ``toolenv/<Task>-v<N>``::
+
+    >>> import gymnasium as gym, toolenv
+    >>> env = gym.make("toolenv/Math-v0")
+    >>> obs, info = env.reset(seed=0)
+
+This module stays cheap to import: entry points are strings, and neither torch nor
+transformers is imported.
+"""
+
+from __future__ import annotations
+
+from toolenv.registration import ENV_INFO, EnvInfo, register_env
+from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText
+from toolenv.types import Task, ToolCall
+
+__all__ = [
+    "ENV_INFO",
+    "MAX_ACTION_CHARS",
+    "MAX_OBSERVATION_CHARS",
+    "AnyText",
+    "EnvInfo",
+    "Task",
+    "ToolCall",
+    "register_env",
+]
+
+__version__ = "0.1.0"
+
+_MATH = "toolenv.envs.math:MathEnv"
+_MATH_STEPS = 4
+
+register_env(
+    "toolenv/Math-v0",
+    _MATH,
+    description="Procedural arithmetic word problems (levels 1-4) with a calculator; needs no files.",
+    tools=("calculator",),
+    datasets=("procedural:train",),
+    max_episode_steps=_MATH_STEPS,
+    kwargs={"dataset": "procedural", "split": "train"},
+)
+register_env(
+    "toolenv/Math-Test-v0",
+    _MATH,
+    description="Held-out procedural arithmetic word problems with a calculator.",
+    tools=("calculator",),
+    datasets=("procedural:test",),
+    max_episode_steps=_MATH_STEPS,
+    kwargs={"dataset": "procedural", "split": "test"},
+)
+
+_DATASETS = {
+    # name in ids: (dataset kwarg, description, extra splits)
+    "GSM8K": ("gsm8k", "GSM8K grade-school math word problems (Cobbe et al. 2021)", ()),
+    "ASDiv": ("asdiv", "ASDiv-A arithmetic word problems (Miao et al. 2020), TRICE's 952/266 split", ()),
+    "MAWPS": ("mawps", "MAWPS word problems (Koncel-Kedziorski et al. 2016); subset= picks MultiArith/AddSub/SingleEq/SingleOp", ("valid",)),
+    "SVAMP": ("svamp", "SVAMP perturbed word problems (Patel et al. 2021), TRICE's 800/200 split", ()),
+}
+for _name, (_ds, _desc, _extra) in _DATASETS.items():
+    for _split in ("train", "test", *_extra):
+        _suffix = "" if _split == "train" else f"-{_split.title()}"
+        register_env(
+            f"toolenv/{_name}{_suffix}-v0",
+            _MATH,
+            description=f"{_desc}, {_split} split, with a calculator.",
+            tools=("calculator",),
+            datasets=(f"{_ds}:{_split}",),
+            needs_data=True,
+            max_episode_steps=_MATH_STEPS,
+            kwargs={"dataset": _ds, "split": _split},
+        )

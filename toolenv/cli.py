@@ -1,0 +1,137 @@
+"""The ``toolenv`` command line: a thin layer that parses arguments and calls into the packages.
+
+Imports are lazy, so ``toolenv list`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+__all__ = ["main"]
+
+
+def _parse_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["split=test", "level=2"]`` -> ``{"split": "test", "level": 2}`` (values JSON-decoded when possible)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"error: expected --kw KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    import toolenv
+
+    rows = [
+        (info.id, info.description, ", ".join(info.tools), ", ".join(info.datasets) + (" (data dir)" if info.needs_data else ""))
+        for info in toolenv.ENV_INFO.values()
+    ]
+    if args.json:
+        print(json.dumps([vars(i) | {"tools": list(i.tools), "datasets": list(i.datasets)} for i in toolenv.ENV_INFO.values()], indent=2))
+        return 0
+    width = max(len(r[0]) for r in rows)
+    for env_id, desc, tools, datasets in rows:
+        print(f"{env_id:<{width}}  {desc}\n{'':<{width}}  tools: {tools}; datasets: {datasets}")
+    return 0
+
+
+def _make(env_id: str, kwargs: dict[str, Any]) -> Any:
+    import gymnasium as gym
+
+    import toolenv
+
+    if env_id not in toolenv.ENV_INFO and env_id not in gym.registry:
+        from toolenv.tools.base import did_you_mean
+
+        raise SystemExit(f"error: unknown env id {env_id!r}.{did_you_mean(env_id, toolenv.ENV_INFO)} See `toolenv list`.")
+    return gym.make(env_id, **kwargs)
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    kwargs = _parse_kwargs(args.kw)
+    if args.protocol:
+        kwargs["protocol"] = args.protocol
+    env = _make(args.env_id, kwargs)
+    options = {"index": args.index} if args.index is not None else None
+    obs, info = env.reset(seed=args.seed, options=options)
+    task = info["task"]
+    print(f"== {args.env_id}  task {task['id']}  (protocol: {env.unwrapped.protocol.name})")
+    print(obs)
+    if args.show_answer:
+        print(f"\n[gold answer: {task['answer']}; gold actions: {env.unwrapped.gold_actions()}]")
+    print("\nType an action and press Enter (write \\n for a newline). Ctrl-D quits.")
+    total = 0.0
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print("\n(quit)")
+            return 0
+        action = line.replace("\\n", "\n")
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += reward
+        terms = ", ".join(f"{k} {v:+.2f}" for k, v in info["reward_terms"].items() if v)
+        if obs:
+            print(obs)
+        print(f"  reward {reward:+.2f}  ({terms or 'no terms'})")
+        if terminated or truncated:
+            end = "solved" if info["success"] else ("truncated" if truncated else "wrong answer")
+            print(
+                f"== episode over: {end}; return {total:+.2f}; tool calls {info['num_tool_calls']};"
+                f" gold answer {task['answer']}"
+            )
+            return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "env":
+        from benchmarks.env_speed import bench_env, format_table
+
+        rows = bench_env(env_ids=args.env or None, episodes=args.episodes, seed=args.seed)
+        print(format_table(rows))
+        return 0
+    raise SystemExit(f"error: unknown benchmark {args.what!r}: expected one of ['env']")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toolenv", description="Tool-use tasks for language models as Gymnasium environments.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="every registered env id with its description, tools and datasets")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=_cmd_list)
+
+    p = sub.add_parser("play", help="play an episode in the terminal")
+    p.add_argument("env_id", help="a registered id, e.g. toolenv/Math-v0")
+    p.add_argument("--seed", type=int, default=None, help="seed of the task sampler")
+    p.add_argument("--index", type=int, default=None, help="play the task at this index of the split")
+    p.add_argument("--protocol", choices=["trice", "react", "json"], default=None, help="action protocol")
+    p.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg (repeatable)")
+    p.add_argument("--show-answer", action="store_true", help="show the gold answer and actions first")
+    p.set_defaults(fn=_cmd_play)
+
+    p = sub.add_parser("bench", help="benchmarks: `toolenv bench env` measures env speed")
+    p.add_argument("what", choices=["env"], help="which benchmark")
+    p.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: all that load)")
+    p.add_argument("--episodes", type=int, default=5_000, help="scripted episodes per env and protocol")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``toolenv`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

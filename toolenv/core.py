@@ -1,0 +1,284 @@
+"""The base environment: parse the model's text, run the tool, observe, reward.
+
+Every toolenv task family subclasses :class:`ToolEnv` and overrides a few small hooks
+(:meth:`ToolEnv._prompt`, :meth:`ToolEnv._score_answer`), as Minigrid families override
+``_gen_grid`` and ``_reward``. The base class owns the episode: task sampling, protocol
+parsing, tool dispatch, reward terms, chat messages and episode metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import gymnasium as gym
+
+from toolenv.datasets.base import TaskSet
+from toolenv.protocols import Action, Protocol, make_protocol
+from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText
+from toolenv.tools.base import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT_S, Tool, ToolResult, as_tool, did_you_mean
+from toolenv.types import Task, ToolCall
+
+__all__ = ["BASE_REWARD_WEIGHTS", "ToolEnv", "truncate"]
+
+#: The reward terms of every ToolEnv and their default weights. ``reward = Σ weight × term``.
+BASE_REWARD_WEIGHTS: Mapping[str, float] = {
+    "answer_correct": 1.0,  # 1 when the final answer is right (0 otherwise, and on non-final steps)
+    "call_wellformed": 0.0,  # 1 when the step's calls parsed, named real tools and bound their arguments
+    "call_succeeded": 0.0,  # 1 when, in addition, every call ran without error
+    "format_error": -0.1,  # 1 when the action was malformed: no parse, unknown tool, bad arguments
+    "step_cost": 0.0,  # 1 on every step; a negative weight makes long episodes cost
+}
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` characters, saying so at the end."""
+    if len(text) <= limit:
+        return text
+    note = f"... [truncated {len(text) - limit} characters]"
+    return text[: max(0, limit - len(note))] + note
+
+
+class ToolEnv(gym.Env[str, str]):
+    """A tool-use task as a Gymnasium environment with text actions and observations.
+
+    Subclasses give the tasks and tools and may override :meth:`_prompt`,
+    :meth:`_score_answer` and :attr:`reward_weights_defaults`. See :class:`toolenv.envs.math.MathEnv`
+    for the full Gymnasium docstring of a concrete family.
+
+    Args:
+        tasks: The dataset split the env samples tasks from.
+        tools: Functions or :class:`~toolenv.tools.Tool` objects the model may call.
+        protocol: ``"trice"``, ``"react"``, ``"json"`` or a :class:`~toolenv.protocols.Protocol`.
+        instruction: The task instruction put before each question.
+        reward_weights: Overrides of the default term weights; unknown names are an error.
+        answer_reward: A batch reward function ``f(completions, *, answer, tool_value, **kw) -> list[float]``
+            from :mod:`rewards` that scores a final answer in ``[0, 1]``.
+        tool_timeout: Wall-clock limit of one tool call, in seconds.
+        max_output_chars: Longest tool output the model sees.
+        render_mode: ``None`` or ``"ansi"`` (a text transcript).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
+    reward_weights_defaults: ClassVar[Mapping[str, float]] = BASE_REWARD_WEIGHTS
+
+    def __init__(
+        self,
+        tasks: TaskSet,
+        tools: Sequence[Tool | Callable[..., Any]],
+        *,
+        protocol: str | Protocol = "trice",
+        instruction: str = "",
+        reward_weights: Mapping[str, float] | None = None,
+        answer_reward: Callable[..., list[float]] | None = None,
+        tool_timeout: float = DEFAULT_TIMEOUT_S,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        render_mode: str | None = None,
+    ) -> None:
+        if len(tasks) == 0:
+            raise ValueError(f"Expected a non-empty task set, got {tasks!r} with 0 tasks.")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"Unknown render_mode {render_mode!r}: expected one of {self.metadata['render_modes']} or None."
+            )
+        self.tasks = tasks
+        self.tools: dict[str, Tool] = {}
+        for t in tools:
+            tool = as_tool(t, timeout=tool_timeout, max_output_chars=max_output_chars)
+            if tool.name in self.tools:
+                raise ValueError(f"Expected unique tool names, got {tool.name!r} twice.")
+            self.tools[tool.name] = tool
+        self.protocol = make_protocol(protocol)
+        self.instruction = instruction
+        self.reward_weights = self._check_weights(reward_weights)
+        if answer_reward is None:
+            from rewards.math import numeric_match
+
+            answer_reward = numeric_match
+        self.answer_reward = answer_reward
+        self.render_mode = render_mode
+        self.observation_space = AnyText(MAX_OBSERVATION_CHARS)
+        self.action_space = AnyText(MAX_ACTION_CHARS)
+        self.system_prompt = self.protocol.instructions(list(self.tools.values()))
+        self._tool_names = frozenset(self.tools)
+        self._terms = tuple(self.reward_weights)
+        self.task: Task | None = None
+        self.messages: list[dict[str, Any]] = []
+        self._done = True
+
+    # ----------------------------------------------------------------- hooks
+    def _prompt(self, task: Task) -> str:
+        """The user message of an episode: instruction and question."""
+        return f"{self.instruction}\n{task.question}" if self.instruction else task.question
+
+    def _score_answer(self, answer: str) -> dict[str, float]:
+        """Raw reward terms for a final answer (before weighting)."""
+        assert self.task is not None
+        value = self._last_value
+        correct = self.answer_reward([answer], answer=[self.task.answer], tool_value=[value])[0]
+        return {"answer_correct": float(correct)}
+
+    # ------------------------------------------------------------ public API
+    @property
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        """JSON schemas of the tools, for ``tokenizer.apply_chat_template(messages, tools=...)``."""
+        return [t.schema for t in self.tools.values()]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Start an episode on a sampled task, or on ``options["index"]`` / ``options["task_id"]``."""
+        super().reset(seed=seed)
+        self.task = self.tasks[self._pick(options or {})]
+        user = self._prompt(self.task)
+        self.messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
+        self._done = False
+        self._num_calls = 0
+        self._num_errors = 0
+        self._turns = 0
+        self._success = False
+        self._last_value: Any = None
+        obs = truncate(f"{self.system_prompt}\n\n{user}", MAX_OBSERVATION_CHARS)
+        return obs, {"task": self.task.to_dict(), "tools": self.tool_schemas, "prompt": user}
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Parse ``action``, run its calls or score its answer, and return the next observation."""
+        if self.task is None or self._done:
+            raise gym.error.ResetNeeded("Cannot call step() before reset() or after the episode terminated.")
+        self._turns += 1
+        raw = dict.fromkeys(self._terms, 0.0)
+        raw["step_cost"] = 1.0
+        text = action if isinstance(action, str) else ""
+        parsed = self._parse(action)
+        info: dict[str, Any] = {"action_kind": parsed.kind, "calls": [], "tool_outputs": []}
+        terminated = False
+        if parsed.kind == "invalid":
+            raw["format_error"] = 1.0
+            self._num_errors += 1
+            obs = f"Invalid action: {parsed.error}"
+            info["error"] = parsed.error
+            self.messages.append({"role": "assistant", "content": text})
+            self.messages.append({"role": "user", "content": obs})
+        elif parsed.kind == "call":
+            obs = self._run_calls(parsed, text, raw, info)
+        else:
+            assert parsed.answer is not None
+            raw.update(self._score_answer(parsed.answer))
+            self._success = raw.get("answer_correct", 0.0) >= 1.0
+            terminated = True
+            obs = ""
+            info["answer"] = parsed.answer
+            self.messages.append({"role": "assistant", "content": text})
+        self._done = terminated
+        w = self.reward_weights
+        terms = {k: w[k] * raw[k] if raw[k] else 0.0 for k in self._terms}
+        reward = float(sum(terms.values()))
+        info["reward_terms"] = terms
+        info["reward_raw"] = raw
+        info["success"] = self._success
+        info["num_tool_calls"] = self._num_calls
+        info["tool_used"] = self._num_calls > 0
+        info["num_format_errors"] = self._num_errors
+        info["turns"] = self._turns
+        return truncate(obs, MAX_OBSERVATION_CHARS), reward, terminated, False, info
+
+    def render(self) -> str | None:
+        """The episode so far as a text transcript (``render_mode="ansi"``)."""
+        if self.render_mode != "ansi":
+            return None
+        lines = []
+        for m in self.messages:
+            name = f" ({m['name']})" if "name" in m else ""
+            lines.append(f"[{m['role']}{name}]\n{m['content']}")
+        return "\n\n".join(lines) + "\n"
+
+    def gold_actions(self, task: Task | None = None) -> list[str]:
+        """The expert's actions for ``task`` (default: the current one) in this env's protocol.
+
+        The gold solution's calls, then the final answer — a demonstration for behaviour cloning.
+        """
+        task = task or self.task
+        if task is None:
+            raise gym.error.ResetNeeded("No task: call reset() first or pass a task.")
+        actions = [self.protocol.format_call(c) for c in task.solution]
+        return actions + [self.protocol.format_answer(task.answer)]
+
+    # -------------------------------------------------------------- internals
+    def _pick(self, options: Mapping[str, Any]) -> int:
+        unknown = set(options) - {"index", "task_id"}
+        if unknown:
+            raise ValueError(f"Unknown reset option(s) {sorted(unknown)}: expected 'index' or 'task_id'.")
+        n = len(self.tasks)
+        if options.get("index") is not None:
+            index = options["index"]
+            if not isinstance(index, int) or isinstance(index, bool) or not -n <= index < n:
+                raise ValueError(f"Expected options['index'] to be an int in [0, {n}), got {index!r}.")
+            return index % n
+        if options.get("task_id") is not None:
+            return self.tasks.index_of(str(options["task_id"]))
+        return int(self.np_random.integers(n))
+
+    def _parse(self, action: Any) -> Action:
+        if not isinstance(action, str):
+            return Action.invalid(f"Expected the action as text, got {type(action).__name__}.")
+        if len(action) > MAX_ACTION_CHARS:
+            return Action.invalid(f"Action too long: {len(action)} characters (limit {MAX_ACTION_CHARS}).")
+        if not action.strip():
+            return Action.invalid("Empty action.")
+        try:
+            return self.protocol.parse(action, self._tool_names)
+        except Exception as e:  # a protocol bug must not end a rollout; report it as feedback
+            return Action.invalid(f"Could not parse the action ({type(e).__name__}).")
+
+    def _run_calls(self, parsed: Action, text: str, raw: dict[str, float], info: dict[str, Any]) -> str:
+        wellformed = succeeded = True
+        outputs: list[str] = []
+        tool_messages: list[dict[str, Any]] = []
+        for call in parsed.calls:
+            result = self._dispatch(call)
+            info["calls"].append(call.to_dict())
+            info["tool_outputs"].append(result.output)
+            self._num_calls += 1
+            if result.error in ("arguments", "unknown_tool"):
+                wellformed = False
+            if not result.ok:
+                succeeded = False
+            else:
+                self._last_value = result.output
+            outputs.append(self.protocol.format_observation(result.output))
+            tool_messages.append({"role": "tool", "name": call.name, "content": result.output})
+        raw["call_wellformed"] = 1.0 if wellformed else 0.0
+        raw["call_succeeded"] = 1.0 if succeeded and wellformed else 0.0
+        if not wellformed:
+            raw["format_error"] = 1.0
+            self._num_errors += 1
+        if self.protocol.name == "json":
+            visible = text.split("<tool_call>", 1)[0].strip()
+            calls = [
+                {"type": "function", "function": {"name": c.name, "arguments": dict(c.arguments)}}
+                for c in parsed.calls
+            ]
+            self.messages.append({"role": "assistant", "content": visible, "tool_calls": calls})
+        else:
+            self.messages.append({"role": "assistant", "content": text})
+        self.messages.extend(tool_messages)
+        return "\n".join(outputs)
+
+    def _dispatch(self, call: ToolCall) -> ToolResult:
+        tool = self.tools.get(call.name)
+        if tool is None:
+            hint = did_you_mean(call.name, self.tools)
+            known = ", ".join(self.tools)
+            return ToolResult(False, f"Error: unknown tool '{call.name}'.{hint} Available tools: {known}.",
+                              error="unknown_tool")
+        return tool(call)
+
+    def _check_weights(self, overrides: Mapping[str, float] | None) -> dict[str, float]:
+        weights = dict(self.reward_weights_defaults)
+        for key, value in (overrides or {}).items():
+            if key not in weights:
+                raise ValueError(
+                    f"Unknown reward term {key!r} in reward_weights: expected one of {sorted(weights)}."
+                    f"{did_you_mean(str(key), weights)}"
+                )
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"Expected reward_weights[{key!r}] to be a number, got {value!r}.")
+            weights[key] = float(value)
+        return weights
