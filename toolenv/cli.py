@@ -52,7 +52,10 @@ def _make(env_id: str, kwargs: dict[str, Any]) -> Any:
         from toolenv.tools.base import did_you_mean
 
         raise SystemExit(f"error: unknown env id {env_id!r}.{did_you_mean(env_id, toolenv.ENV_INFO)} See `toolenv list`.")
-    return gym.make(env_id, **kwargs)
+    try:
+        return gym.make(env_id, **kwargs)
+    except (FileNotFoundError, ValueError, TypeError) as e:  # missing data, bad kwargs: say so, no traceback
+        raise SystemExit(f"error: cannot make {env_id}: {e}") from None
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
