@@ -42,7 +42,7 @@ def test_play_an_episode_to_success() -> None:
     assert out.returncode == 0, out.stderr
     assert "Given a math problem" in out.stdout
     assert "reward +0.00" in out.stdout and "reward +1.00  (answer_correct +1.00)" in out.stdout
-    assert "episode over: solved" in out.stdout and env is toolenv
+    assert "episode over: solved" in out.stdout
 
 
 def test_play_react_with_escaped_newlines_and_bad_input() -> None:
