@@ -98,7 +98,7 @@ def test_exceptions_become_results() -> None:
         raise RuntimeError("kaput")
 
     result = Tool(boom)(ToolCall("boom", {"x": 1}))
-    assert not result.ok and result.error == "exception" and result.output == "Error: kaput"
+    assert not result.ok and result.error == "exception" and result.output == "Error: RuntimeError: kaput"
 
 
 def test_time_limit_interrupts_python_code() -> None:

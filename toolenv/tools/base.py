@@ -356,7 +356,10 @@ class Tool:
                 error="timeout", elapsed=time.perf_counter() - start,
             )
         except Exception as e:  # the tool's own failure is feedback for the model
-            message = str(e) or type(e).__name__
+            # Tools that validate input raise ValueError/TypeError with a message meant for the
+            # reader; anything else also names the exception type (KeyError: 'Atlantis').
+            plain = isinstance(e, (ValueError, TypeError)) and str(e)
+            message = str(e) if plain else f"{type(e).__name__}: {e}".rstrip(": ")
             return ToolResult(False, self._error_text(message), error="exception", elapsed=time.perf_counter() - start)
         elapsed = time.perf_counter() - start
         if elapsed > self.timeout:
