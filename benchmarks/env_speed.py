@@ -10,7 +10,8 @@ no env) gives the env's overhead as a ratio.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 

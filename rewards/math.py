@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "TRICE_SCORES",
@@ -46,7 +47,7 @@ def extract_number(text: str | float | int | None) -> float | None:
     except ValueError:
         pass
     last = None
-    for last in _NUMBER.finditer(s):
+    for last in _NUMBER.finditer(s):  # noqa: B007 - keep the last match
         pass
     if last is None:
         return None
@@ -174,7 +175,7 @@ def trice_score(
             distance = abs(pred - gold) if pred is not None and gold is not None else math.inf
             wrong.append((distance, i))
     wrong.sort(key=lambda t: t[0])  # stable: ties keep candidate order
-    for distance, i in wrong:
+    for _, i in wrong:
         scores[i] = TRICE_SCORES[min(rung, len(TRICE_SCORES) - 1)]
         rung += 1
     return scores

@@ -8,7 +8,8 @@ parsing, tool dispatch, reward terms, chat messages and episode metrics.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import gymnasium as gym
 

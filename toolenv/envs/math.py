@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from toolenv.core import ToolEnv
 from toolenv.datasets.math import math_tasks

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Collection, Literal, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from toolenv.types import ToolCall
 
@@ -34,7 +35,7 @@ class Action:
     error: str | None = None
 
     @classmethod
-    def invalid(cls, error: str) -> "Action":
+    def invalid(cls, error: str) -> Action:
         return cls("invalid", error=error)
 
 
@@ -66,13 +67,13 @@ class Protocol(ABC):
         return output
 
     @abstractmethod
-    def instructions(self, tools: Sequence["Tool"]) -> str:
+    def instructions(self, tools: Sequence[Tool]) -> str:
         """The part of the system prompt that explains the format and lists the tools."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
-def tool_list(tools: Sequence["Tool"]) -> str:
+def tool_list(tools: Sequence[Tool]) -> str:
     """One line per tool: signature and description."""
     return "\n".join(f"- {t.signature_text()}: {t.description}" for t in tools)

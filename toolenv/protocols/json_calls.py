@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Collection, Sequence
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 from toolenv.protocols.base import Action, Protocol
 from toolenv.types import ToolCall
@@ -89,7 +90,7 @@ class JsonProtocol(Protocol):
         payload = json.dumps({"name": call.name, "arguments": args}, ensure_ascii=False)
         return f"<tool_call>\n{payload}\n</tool_call>"
 
-    def instructions(self, tools: Sequence["Tool"]) -> str:
+    def instructions(self, tools: Sequence[Tool]) -> str:
         schemas = "\n".join(json.dumps(t.schema, ensure_ascii=False) for t in tools)
         return (
             "You can call these tools; their JSON schemas are inside <tools></tools>:\n"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Collection, Sequence
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 from toolenv.protocols.base import Action, Protocol, tool_list
 from toolenv.types import ToolCall
@@ -110,7 +111,7 @@ class ReactProtocol(Protocol):
     def format_observation(self, output: str) -> str:
         return f"Observation: {output}"
 
-    def instructions(self, tools: Sequence["Tool"]) -> str:
+    def instructions(self, tools: Sequence[Tool]) -> str:
         return (
             "You can use these tools:\n"
             f"{tool_list(tools)}\n"

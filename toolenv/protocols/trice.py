@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Collection, Sequence
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 from toolenv.protocols.base import Action, Protocol, tool_list
 from toolenv.types import ToolCall
@@ -80,7 +81,7 @@ class TriceProtocol(Protocol):
             return f"{call.name}({call.positional})"
         return f"{call.name}({', '.join(str(v) for v in call.arguments.values())})"
 
-    def instructions(self, tools: Sequence["Tool"]) -> str:
+    def instructions(self, tools: Sequence[Tool]) -> str:
         example = f"{tools[0].name}(...)" if tools else "tool(...)"
         return (
             "You can use these tools:\n"

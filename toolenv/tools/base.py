@@ -36,8 +36,9 @@ import threading
 import time
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from toolenv.types import ToolCall
 
