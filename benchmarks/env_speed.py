@@ -103,7 +103,7 @@ def bench_env(
                 break
             env.reset(seed=seed)
             scripts = _scripts(env, _SCRIPTS)
-            answers = [env.unwrapped.tasks[s[0]].answer for s in scripts]
+            answers = [env.unwrapped.tasks[s[0]].answer for s in scripts]  # type: ignore[attr-defined]
             _run(env, scripts, min(200, episodes))  # warm-up: caches, first-call checks
             elapsed, steps, solved = _run(env, scripts, episodes)
             bare_elapsed, _, _ = _run(env.unwrapped, scripts, episodes)

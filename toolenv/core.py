@@ -59,7 +59,7 @@ class ToolEnv(gym.Env[str, str]):
         render_mode: ``None`` or ``"ansi"`` (a text transcript).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1}  # noqa: RUF012
     reward_weights_defaults: ClassVar[Mapping[str, float]] = BASE_REWARD_WEIGHTS
 
     def __init__(

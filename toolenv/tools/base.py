@@ -124,7 +124,7 @@ def _json_type(tp: Any) -> dict[str, Any]:
         return {}
     if origin in (typing.Union, types.UnionType):
         non_null = [a for a in args if a is not type(None)]
-        schema = _json_type(non_null[0]) if len(non_null) == 1 else {"anyOf": [_json_type(a) for a in non_null]}
+        schema: dict[str, Any] = _json_type(non_null[0]) if len(non_null) == 1 else {"anyOf": [_json_type(a) for a in non_null]}
         if len(non_null) < len(args):
             schema = {**schema, "nullable": True}
         return schema
@@ -133,10 +133,10 @@ def _json_type(tp: Any) -> dict[str, Any]:
         base = _json_type(type(values[0])) if values else {}
         return {**base, "enum": values}
     if origin in (list, tuple, set, frozenset, typing.Sequence) or tp in (list, tuple, set):
-        schema: dict[str, Any] = {"type": "array"}
+        array: dict[str, Any] = {"type": "array"}
         if args and args[0] is not Ellipsis:
-            schema["items"] = _json_type(args[0])
-        return schema
+            array["items"] = _json_type(args[0])
+        return array
     if origin in (dict, typing.Mapping) or tp is dict:
         return {"type": "object"}
     simple = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
@@ -239,7 +239,7 @@ class Tool:
         if max_output_chars < 16:
             raise ValueError(f"Expected max_output_chars >= 16, got {max_output_chars}.")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or getattr(fn, "__name__", type(fn).__name__)
         self.timeout = float(timeout)
         self.max_output_chars = int(max_output_chars)
         summary, arg_help = _parse_docstring(inspect.getdoc(fn) or "")
@@ -305,7 +305,7 @@ class Tool:
                     f"{self.name} got an unexpected argument '{key}'.{did_you_mean(str(key), props)}"
                     f" Expected arguments: {expected}."
                 )
-            bound[key] = _coerce(value, props.get(key, {}), key, self.name)
+            bound[key] = _coerce(value, props.get(key, {}), str(key), self.name)
         for key in self.parameters["required"]:
             if key not in bound:
                 raise ToolArgumentError(
