@@ -239,7 +239,7 @@ class Tool:
         if max_output_chars < 16:
             raise ValueError(f"Expected max_output_chars >= 16, got {max_output_chars}.")
         self.fn = fn
-        self.name: str = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self.timeout = float(timeout)
         self.max_output_chars = int(max_output_chars)
         summary, arg_help = _parse_docstring(inspect.getdoc(fn) or "")
