@@ -1,0 +1,478 @@
+"""The rollout loop every agent shares: a policy drives a batch of toolenv envs for whole episodes.
+
+Token in, token out. The tokens the model generated are kept exactly as generated (never
+decoded and re-tokenised), with their log-probabilities; observations are appended as the
+tokens of the chat template's tool turn. Each :class:`Trajectory` carries the token ids, an
+action mask (1 on model tokens), the index of the last token of every action, each step's
+reward and its named terms, and the env infos — everything PPO, DPO, RRHF or BC needs.
+
+Generation goes through a backend: :class:`HFGenerator` (``model.generate`` with the KV cache)
+here, :class:`VLLMGenerator` on a GPU. Finished episodes drop out of the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import gymnasium as gym
+import torch
+
+from agents.policy import Policy
+
+__all__ = [
+    "ChatFormat",
+    "GenerationSettings",
+    "Generator",
+    "HFGenerator",
+    "Trajectory",
+    "VLLMGenerator",
+    "load_trajectories",
+    "rollout",
+    "save_trajectories",
+    "scripted_trajectory",
+]
+
+logger = logging.getLogger(__name__)
+
+_INFO_KEYS = ("action_kind", "calls", "tool_outputs", "answer", "error", "success", "num_tool_calls",
+              "tool_used", "num_format_errors", "turns", "reward_raw")
+
+
+@dataclass
+class GenerationSettings:
+    """How actions are sampled."""
+
+    max_new_tokens: int = field(default=96, metadata={"help": "tokens per action at most"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (ignored when greedy)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
+    greedy: bool = field(default=False, metadata={"help": "argmax decoding (evaluation)"})
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"Expected max_new_tokens >= 1, got {self.max_new_tokens}.")
+        if not self.greedy and self.temperature <= 0:
+            raise ValueError(f"Expected temperature > 0 when sampling, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"Expected top_p in (0, 1], got {self.top_p}.")
+
+
+@dataclass
+class Trajectory:
+    """One episode in tokens, with everything learners need.
+
+    Attributes:
+        env_id: The env's registered id.
+        task: ``info["task"]`` from reset (id, question, gold answer, gold solution).
+        token_ids: Prompt, actions and observations, in order.
+        action_mask: 1 on tokens the model generated, 0 on prompt and observation tokens.
+        logprobs: Log-probability of each token under the sampling policy (0 where mask is 0).
+        action_ends: Index into ``token_ids`` of the last token of each action (one per step).
+        rewards: The env's reward of each step.
+        reward_terms: ``info["reward_terms"]`` of each step.
+        infos: A JSON-safe subset of each step's ``info``.
+        actions: Each action's text, decoded for reading (training uses the tokens).
+        prompt_length: Number of prompt tokens at the start of ``token_ids``.
+        terminated: The task ended (an answer was given).
+        truncated: The episode was cut (turn limit, ``TimeLimit``, or the context length).
+    """
+
+    env_id: str
+    task: dict[str, Any]
+    token_ids: list[int] = field(default_factory=list)
+    action_mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    action_ends: list[int] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    reward_terms: list[dict[str, float]] = field(default_factory=list)
+    infos: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    prompt_length: int = 0
+    terminated: bool = False
+    truncated: bool = False
+
+    @property
+    def success(self) -> bool:
+        return bool(self.infos and self.infos[-1].get("success"))
+
+    @property
+    def total_reward(self) -> float:
+        return float(sum(self.rewards))
+
+    @property
+    def num_model_tokens(self) -> int:
+        return int(sum(self.action_mask))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
+        return cls(**d)
+
+
+def save_trajectories(path: str | Path, trajectories: Iterable[Trajectory], *, append: bool = False) -> Path:
+    """Write trajectories as JSON Lines, one per line."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("a" if append else "w", encoding="utf-8") as f:
+        for t in trajectories:
+            f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+    return p
+
+
+def load_trajectories(path: str | Path) -> list[Trajectory]:
+    """Read trajectories written by :func:`save_trajectories`."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [Trajectory.from_dict(json.loads(line)) for line in f if line.strip()]
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class ChatFormat:
+    """Renders prompts and observations as tokens of a tokenizer's chat template.
+
+    Observation tokens are the template's text between the end of one assistant turn and the
+    start of the next one, found by rendering a conversation with and without the new messages.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.eos_token = tokenizer.eos_token
+        probe = "PROBE_ASSISTANT_TEXT"
+        self._base = [{"role": "user", "content": "u"}, {"role": "assistant", "content": probe}]
+        base_text = self._render(self._base, generation_prompt=False)
+        tail = base_text[base_text.rindex(probe) + len(probe) :]  # e.g. "<|im_end|>\n"
+        self._turn_close = tail
+        self._base_text = base_text
+        self._close_after_eos = tail[len(self.eos_token) :] if tail.startswith(self.eos_token) else tail
+
+    def _render(self, messages: list[dict[str, Any]], *, generation_prompt: bool, tools: Any = None) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=generation_prompt, tokenize=False
+        )
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def prompt_ids(self, messages: list[dict[str, Any]], tools: Any = None) -> list[int]:
+        """Tokens of the conversation so far plus the assistant generation prompt."""
+        return self.encode(self._render(messages, generation_prompt=True, tools=tools))
+
+    def observation_ids(self, new_messages: list[dict[str, Any]], *, action_ended_with_eos: bool) -> list[int]:
+        """Tokens that close the model's turn, carry ``new_messages``, and open the next assistant turn."""
+        messages = [self._normalise(m) for m in new_messages]
+        try:
+            full = self._render(self._base + messages, generation_prompt=True)
+        except Exception:  # templates without a tool role: send tool output as a user turn
+            messages = [{"role": "user", "content": m["content"]} for m in messages]
+            full = self._render(self._base + messages, generation_prompt=True)
+        if not full.startswith(self._base_text):
+            raise ValueError("The chat template does not render conversations as prefixes of each other.")
+        close = self._close_after_eos if action_ended_with_eos else self._turn_close
+        return self.encode(close + full[len(self._base_text) :])
+
+    def action_ids(self, text: str) -> list[int]:
+        """Tokens of a scripted action as the model would emit it: the text, then end of turn."""
+        return self.encode(text) + [self.tokenizer.convert_tokens_to_ids(self.eos_token)]
+
+    @staticmethod
+    def _normalise(message: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in message.items() if k in ("role", "content", "name")}
+
+
+class Generator(Protocol):
+    """A generation backend: continue each prompt with one action."""
+
+    def generate(self, prompts: list[list[int]], settings: GenerationSettings, stop: Sequence[str]) -> list[tuple[list[int], list[float]]]:
+        """For each prompt, the new tokens (cut after the end-of-turn token or a stop string) and their log-probs."""
+        ...
+
+
+class _LogprobRecorder:
+    """A logits processor that records the log-probability of each sampled token.
+
+    Custom processors run before temperature and top-p, so these are the model's own
+    log-probabilities (temperature 1). One ``[batch, vocab]`` buffer is kept at a time.
+    """
+
+    def __init__(self) -> None:
+        self.previous: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, last_tokens[:, None]).squeeze(1))
+            self.previous = None
+        return torch.stack(self.steps, dim=1) if self.steps else torch.zeros(last_tokens.shape[0], 0)
+
+
+class HFGenerator:
+    """Batched ``model.generate`` (KV cache, left padding) with per-token log-probabilities."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.eos_ids = policy.eos_token_ids
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], settings: GenerationSettings, stop: Sequence[str]) -> list[tuple[list[int], list[float]]]:
+        from transformers import LogitsProcessorList
+
+        tok = self.policy.tokenizer
+        pad = tok.pad_token_id
+        width = max(len(p) for p in prompts)
+        device = self.policy.device
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attention[i, width - len(p) :] = 1
+        recorder = _LogprobRecorder()
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": settings.max_new_tokens,
+            "do_sample": not settings.greedy,
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": pad,
+            "logits_processor": LogitsProcessorList([recorder]),
+            "use_cache": True,
+        }
+        if not settings.greedy:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=tok)
+        model = self.policy.model
+        was_training = model.training
+        model.eval()
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+        if was_training:
+            model.train()
+        new = out[:, width:].cpu()
+        logprobs = recorder.finish(new[:, -1].to(device)).cpu() if new.shape[1] else torch.zeros(len(prompts), 0)
+        results = []
+        for i in range(len(prompts)):
+            ids = self._cut(new[i].tolist(), stop)
+            results.append((ids, logprobs[i, : len(ids)].tolist()))
+        return results
+
+    def _cut(self, ids: list[int], stop: Sequence[str]) -> list[int]:
+        """The generated tokens up to and including the end-of-turn token; padding removed."""
+        pad = self.policy.tokenizer.pad_token_id
+        for k, t in enumerate(ids):
+            if t in self.eos_ids:
+                if t == pad and stop:
+                    text = self.policy.tokenizer.decode(ids[:k], skip_special_tokens=True)
+                    if any(text.rstrip().endswith(s.strip()) for s in stop):
+                        return ids[:k]  # stopped on a stop string; this is padding, not an EOS
+                return ids[: k + 1]
+            if t == pad:
+                return ids[:k]
+        return ids
+
+
+class VLLMGenerator:
+    """vLLM ``LLM.generate`` on token prompts, with weights synced from the trained policy.
+
+    Needs a GPU and the ``vllm`` package; :meth:`sync_weights` copies the policy's current
+    (adapter-merged) weights into the engine before each rollout phase.
+    """
+
+    def __init__(self, policy: Policy, *, gpu_memory_utilization: float = 0.3, **llm_kwargs: Any) -> None:
+        from vllm import LLM
+
+        self.policy = policy
+        self.llm = LLM(model=policy.base_name, gpu_memory_utilization=gpu_memory_utilization,
+                       dtype="bfloat16", enable_prefix_caching=True, **llm_kwargs)
+        self.eos_ids = policy.eos_token_ids
+        self.sync_weights()
+
+    @torch.no_grad()
+    def sync_weights(self) -> None:
+        model = self.policy.model
+        if self.policy.has_adapter:
+            model.merge_adapter()
+            state = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                     for k, v in model.state_dict().items() if "lora_" not in k}
+            model.unmerge_adapter()
+        else:
+            state = model.state_dict()
+        engine = self.llm.llm_engine.model_executor.driver_worker.model_runner.model  # type: ignore[attr-defined]
+        engine.load_weights(state.items())
+
+    def generate(self, prompts: list[list[int]], settings: GenerationSettings, stop: Sequence[str]) -> list[tuple[list[int], list[float]]]:
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(
+            max_tokens=settings.max_new_tokens,
+            temperature=0.0 if settings.greedy else settings.temperature,
+            top_p=1.0 if settings.greedy else settings.top_p,
+            stop=list(stop) or None,
+            stop_token_ids=self.eos_ids,
+            include_stop_str_in_output=True,
+            logprobs=0,
+        )
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        results = []
+        for o in outputs:
+            c = o.outputs[0]
+            ids = list(c.token_ids)
+            lps = [next(iter(d.values())).logprob if d else 0.0 for d in (c.logprobs or [])][: len(ids)]
+            results.append((ids, lps + [0.0] * (len(ids) - len(lps))))
+        return results
+
+
+def _unwrap_envs(envs: gym.Env | Sequence[gym.Env] | Any) -> list[gym.Env]:
+    if isinstance(envs, gym.vector.SyncVectorEnv):
+        return list(envs.envs)
+    if isinstance(envs, gym.vector.VectorEnv):
+        raise TypeError("Expected a list of envs or a SyncVectorEnv; an AsyncVectorEnv hides its envs' chat messages.")
+    if isinstance(envs, gym.Env):
+        return [envs]
+    return list(envs)
+
+
+class _Episode:
+    """Bookkeeping of one env's episode while the batch runs."""
+
+    def __init__(self, env: gym.Env, env_id: str, fmt: ChatFormat, seed: int | None, options: dict[str, Any] | None) -> None:
+        self.env = env
+        self.fmt = fmt
+        obs, info = env.reset(seed=seed, options=options)
+        base = env.unwrapped
+        self.messages_seen = len(base.messages)  # type: ignore[attr-defined]
+        prompt = fmt.prompt_ids(list(base.messages))  # type: ignore[attr-defined]
+        self.traj = Trajectory(env_id=env_id, task=info["task"], token_ids=list(prompt),
+                               action_mask=[0] * len(prompt), logprobs=[0.0] * len(prompt), prompt_length=len(prompt))
+        self.done = False
+
+    def act(self, ids: list[int], logprobs: list[float], text: str, eos_ids: Sequence[int]) -> None:
+        t = self.traj
+        t.token_ids.extend(ids)
+        t.action_mask.extend([1] * len(ids))
+        t.logprobs.extend(logprobs)
+        t.action_ends.append(len(t.token_ids) - 1)
+        t.actions.append(text)
+        obs, reward, terminated, truncated, info = self.env.step(text)
+        t.rewards.append(float(reward))
+        t.reward_terms.append(dict(info.get("reward_terms", {})))
+        t.infos.append({k: _json_safe(info[k]) for k in _INFO_KEYS if k in info})
+        t.terminated, t.truncated = bool(terminated), bool(truncated)
+        self.done = bool(terminated or truncated)
+        if not self.done:
+            messages = self.env.unwrapped.messages  # type: ignore[attr-defined]
+            new = [m for m in messages[self.messages_seen + 1 :] if m["role"] != "assistant"]
+            self.messages_seen = len(messages)
+            obs_ids = self.fmt.observation_ids(new, action_ended_with_eos=bool(ids) and ids[-1] in eos_ids)
+            t.token_ids.extend(obs_ids)
+            t.action_mask.extend([0] * len(obs_ids))
+            t.logprobs.extend([0.0] * len(obs_ids))
+
+
+def rollout(
+    policy: Policy,
+    envs: gym.Env | Sequence[gym.Env] | Any,
+    *,
+    settings: GenerationSettings | None = None,
+    seeds: Sequence[int | None] | None = None,
+    options: Sequence[dict[str, Any] | None] | None = None,
+    env_ids: Sequence[str] | None = None,
+    max_turns: int | None = None,
+    max_total_tokens: int = 4096,
+    generator: Generator | None = None,
+) -> list[Trajectory]:
+    """Play one episode in each env with ``policy``, in one batch; return the trajectories in env order.
+
+    Args:
+        policy: The model that acts.
+        envs: A list of toolenv envs (made with ``gym.make``) or a ``SyncVectorEnv``.
+        settings: Sampling settings (default: sampling at temperature 1, 96 tokens per action).
+        seeds: Reset seed of each env.
+        options: Reset options of each env, e.g. ``{"index": 3}`` to give a group one task.
+        env_ids: Ids recorded in the trajectories (default: each env's spec id).
+        max_turns: Stop episodes after this many actions (truncated), on top of the envs' own limits.
+        max_total_tokens: An episode whose context would pass this many tokens is truncated.
+        generator: The generation backend (default: :class:`HFGenerator`).
+    """
+    settings = settings or GenerationSettings()
+    env_list = _unwrap_envs(envs)
+    n = len(env_list)
+    seeds = list(seeds) if seeds is not None else [None] * n
+    options = list(options) if options is not None else [None] * n
+    if len(seeds) != n or len(options) != n:
+        raise ValueError(f"Expected one seed and one options entry per env ({n}), got {len(seeds)} and {len(options)}.")
+    ids = list(env_ids) if env_ids is not None else [e.spec.id if e.spec else type(e.unwrapped).__name__ for e in env_list]
+    fmt = ChatFormat(policy.tokenizer)
+    gen = generator or HFGenerator(policy)
+    eos_ids = policy.eos_token_ids
+    episodes = [_Episode(e, i, fmt, s, o) for e, i, s, o in zip(env_list, ids, seeds, options)]
+    stop = tuple(env_list[0].unwrapped.protocol.stop) if env_list else ()  # type: ignore[attr-defined]
+    turn = 0
+    while True:
+        active = [ep for ep in episodes if not ep.done]
+        if not active:
+            break
+        if max_turns is not None and turn >= max_turns:
+            for ep in active:
+                ep.traj.truncated, ep.done = True, True
+            break
+        for ep in active:
+            if len(ep.traj.token_ids) + settings.max_new_tokens > max_total_tokens:
+                ep.traj.truncated, ep.done = True, True
+        active = [ep for ep in active if not ep.done]
+        if not active:
+            break
+        outputs = gen.generate([ep.traj.token_ids for ep in active], settings, stop)
+        for ep, (new_ids, logprobs) in zip(active, outputs):
+            text = policy.tokenizer.decode(new_ids, skip_special_tokens=True)
+            ep.act(new_ids, logprobs, text, eos_ids)
+        turn += 1
+    return [ep.traj for ep in episodes]
+
+
+def scripted_trajectory(
+    env: gym.Env,
+    actions: Sequence[str] | None,
+    tokenizer: Any,
+    *,
+    seed: int | None = None,
+    options: dict[str, Any] | None = None,
+    env_id: str | None = None,
+) -> Trajectory:
+    """An episode played by fixed actions (default: the env's gold actions), laid out exactly like a rollout.
+
+    This is how expert demonstrations become training data: the same tokens, masks and
+    observations a policy would see, with the env's real tool outputs.
+    """
+    fmt = ChatFormat(tokenizer)
+    eos_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    ep = _Episode(env, env_id or (env.spec.id if env.spec else ""), fmt, seed, options)
+    script = list(actions) if actions is not None else env.unwrapped.gold_actions()  # type: ignore[attr-defined]
+    for text in script:
+        if ep.done:
+            break
+        ids = fmt.action_ids(text)
+        ep.act(ids, [0.0] * len(ids), text, [eos_id])
+    return ep.traj
+
+
+def mean(values: Iterable[float]) -> float:
+    vals = list(values)
+    return float(sum(vals) / len(vals)) if vals else math.nan

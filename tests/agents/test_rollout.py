@@ -1,0 +1,145 @@
+"""The shared rollout loop on a tiny random model: tokens, masks, reward positions, determinism, JSONL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+
+import toolenv  # noqa: F401
+from agents.policy import Policy
+from agents.rollout import (
+    ChatFormat,
+    GenerationSettings,
+    HFGenerator,
+    load_trajectories,
+    rollout,
+    save_trajectories,
+    scripted_trajectory,
+)
+
+
+def make_envs(n: int, protocol: str = "trice") -> list[gym.Env]:
+    return [gym.make("toolenv/Math-v0", protocol=protocol) for _ in range(n)]
+
+
+def test_rollout_tokens_equal_generate(policy: Policy) -> None:
+    """One greedy turn: the trajectory's action tokens are exactly what model.generate returns."""
+    env = make_envs(1)[0]
+    torch.manual_seed(0)
+    [traj] = rollout(policy, [env], settings=GenerationSettings(max_new_tokens=12, greedy=True), max_turns=1, options=[{"index": 2}])
+    prompt = traj.token_ids[: traj.prompt_length]
+    out = policy.model.generate(
+        input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        max_new_tokens=12, do_sample=False, eos_token_id=policy.eos_token_ids, pad_token_id=policy.tokenizer.pad_token_id,
+    )
+    expected = out[0, len(prompt) :].tolist()
+    first_action = traj.token_ids[traj.prompt_length : traj.action_ends[0] + 1]
+    eos = set(policy.eos_token_ids)
+    cut = next((i + 1 for i, t in enumerate(expected) if t in eos), len(expected))
+    assert first_action == expected[:cut]
+    # recorded log-probs equal a teacher-forced forward pass
+    with torch.no_grad():
+        logits = policy.model(input_ids=torch.tensor([traj.token_ids[: traj.action_ends[0] + 1]])).logits[0].float()
+    logp = torch.log_softmax(logits, -1)
+    positions = range(traj.prompt_length, traj.action_ends[0] + 1)
+    forward = [logp[p - 1, traj.token_ids[p]].item() for p in positions]
+    assert traj.logprobs[traj.prompt_length : traj.action_ends[0] + 1] == pytest.approx(forward, abs=1e-4)
+
+
+def test_two_turn_episode_masks_and_reward_positions(policy: Policy) -> None:
+    """A scripted two-step episode: call then answer; masks cover exactly the model's tokens."""
+    env = make_envs(1)[0]
+    traj = scripted_trajectory(env, None, policy.tokenizer, options={"index": 0})
+    fmt = ChatFormat(policy.tokenizer)
+    actions = env.unwrapped.gold_actions()
+    assert traj.actions == actions and traj.success and traj.terminated and len(traj.rewards) == 2
+    assert traj.rewards == [0.0, 1.0]
+    assert len(traj.token_ids) == len(traj.action_mask) == len(traj.logprobs)
+    # each action's tokens sit right before its action_end, and are the only masked tokens
+    spans = []
+    start = traj.prompt_length
+    for end, text in zip(traj.action_ends, actions):
+        ids = fmt.action_ids(text)
+        begin = end + 1 - len(ids)
+        assert traj.token_ids[begin : end + 1] == ids
+        spans.append((begin, end))
+        assert begin >= start
+        start = end + 1
+    masked = [i for i, m in enumerate(traj.action_mask) if m]
+    assert masked == [i for b, e in spans for i in range(b, e + 1)]
+    # the observation between the two actions is the tool turn, carrying the calculator's output
+    obs_text = policy.tokenizer.decode(traj.token_ids[spans[0][1] + 1 : spans[1][0]])
+    assert obs_text.startswith("\n<|im_start|>tool\n") and obs_text.endswith("<|im_start|>assistant\n")
+    assert traj.infos[0]["tool_outputs"][0] in obs_text
+    # the whole sequence equals the chat template's rendering of the env's messages
+    rendered = policy.tokenizer.apply_chat_template(env.unwrapped.messages, tokenize=False)
+    assert policy.tokenizer.decode(traj.token_ids) == rendered.rstrip("\n")
+
+
+def test_batch_rollout_drops_finished_envs_and_is_deterministic(policy: Policy) -> None:
+    settings = GenerationSettings(max_new_tokens=8, temperature=1.0)
+
+    def run() -> list:
+        torch.manual_seed(123)
+        return rollout(policy, make_envs(4), settings=settings, seeds=[1, 2, 3, 4])
+
+    a, b = run(), run()
+    assert [t.token_ids for t in a] == [t.token_ids for t in b]
+    for t in a:
+        assert t.terminated or t.truncated
+        assert len(t.action_ends) == len(t.rewards) == len(t.infos) == len(t.actions)
+        assert all(t.action_mask[e] == 1 for e in t.action_ends)
+        assert len(t.rewards) <= gym.spec("toolenv/Math-v0").max_episode_steps
+
+
+def test_group_rollouts_share_a_task(policy: Policy) -> None:
+    trajs = rollout(policy, make_envs(3), settings=GenerationSettings(max_new_tokens=4), options=[{"index": 7}] * 3, max_turns=1)
+    assert len({t.task["id"] for t in trajs}) == 1
+    assert all(t.truncated or t.terminated for t in trajs)
+
+
+def test_react_stop_string_and_vector_env(policy: Policy) -> None:
+    venv = gym.make_vec("toolenv/Math-v0", num_envs=2, vectorization_mode="sync", protocol="react")
+    trajs = rollout(policy, venv, settings=GenerationSettings(max_new_tokens=6), max_turns=2)
+    assert len(trajs) == 2 and all(t.env_id == "toolenv/Math-v0" for t in trajs)
+
+
+def test_cut_handles_stop_strings_when_pad_is_eos(policy: Policy) -> None:
+    gen = HFGenerator(policy)
+    tok = policy.tokenizer
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    stopped = tok.encode("Action: x\nObservation:", add_special_tokens=False)
+    assert gen._cut(stopped + [eos, eos], ["\nObservation:"]) == stopped
+    answered = tok.encode("Final Answer: 3", add_special_tokens=False)
+    assert gen._cut(answered + [eos, eos], ["\nObservation:"]) == answered + [eos]
+
+
+def test_trajectories_round_trip_jsonl(policy: Policy, tmp_path: Path) -> None:
+    trajs = [scripted_trajectory(e, None, policy.tokenizer, options={"index": i}) for i, e in enumerate(make_envs(3, "json"))]
+    path = save_trajectories(tmp_path / "t.jsonl", trajs)
+    back = load_trajectories(path)
+    assert [t.to_dict() for t in back] == [t.to_dict() for t in trajs]
+    assert all(t.success for t in back)
+
+
+def test_policy_save_and_load_round_trip(policy: Policy, tiny_model_dir: Path, tmp_path: Path) -> None:
+    base = Policy.load(str(tiny_model_dir), device="cpu")
+    assert not base.has_adapter
+    from agents.policy import LoraSettings
+
+    trained = Policy.load(str(tiny_model_dir), lora=LoraSettings(r=2, alpha=4), device="cpu")
+    assert trained.has_adapter and trained.settings()["trainable_params"] < trained.settings()["params"]
+    with torch.no_grad():
+        for name, p in trained.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.01)
+    out = trained.save(tmp_path / "saved")
+    again = Policy.load(str(out), device="cpu")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(again.model(ids).logits, trained.model(ids).logits, atol=1e-5)
+        with again.reference() as ref:
+            assert torch.allclose(ref(ids).logits, base.model(ids).logits, atol=1e-5)
