@@ -1,0 +1,171 @@
+"""Pieces two or more agents share exactly: token batches, log-prob scoring, checkpoints, logging."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.config import TrainConfig, config_to_dict
+from agents.policy import LoraSettings, Policy
+from agents.rollout import Trajectory
+
+__all__ = [
+    "Checkpointer",
+    "TokenScorer",
+    "collate",
+    "load_policy_for_training",
+    "make_writer",
+    "set_seed",
+]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_policy_for_training(cfg: TrainConfig, *, device: str | None = None) -> Policy:
+    """The policy a config asks for: a new LoRA adapter (``lora_r > 0``) or all weights trainable."""
+    lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha) if cfg.lora_r > 0 else None
+    policy = Policy.load(cfg.model, lora=lora, device=device or cfg.device, dtype=cfg.dtype, trainable=True)
+    if lora is None and not policy.has_adapter:
+        for p in policy.model.parameters():
+            p.requires_grad_(True)
+    return policy
+
+
+def collate(trajectories: Sequence[Trajectory], pad_id: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``loss_mask`` (the action mask) of a batch."""
+    width = max(len(t.token_ids) for t in trajectories)
+    n = len(trajectories)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    loss_mask = torch.zeros((n, width), dtype=torch.float32)
+    for i, t in enumerate(trajectories):
+        k = len(t.token_ids)
+        input_ids[i, :k] = torch.tensor(t.token_ids, dtype=torch.long)
+        attention[i, :k] = 1
+        loss_mask[i, :k] = torch.tensor(t.action_mask, dtype=torch.float32)
+    loss_mask[:, 0] = 0.0  # the first token has no prediction
+    return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device), "loss_mask": loss_mask.to(device)}
+
+
+class TokenScorer(nn.Module):
+    """Log-probability of each token given the ones before it, computed only where ``loss_mask`` is 1.
+
+    The decoder runs on the whole sequence, but the LM head (the costliest layer of a small
+    model: hidden × vocabulary) only at the labelled positions. Wrapping the model in this module
+    (rather than calling its submodules from outside) keeps it correct under DDP / ``accelerate``.
+
+    ``forward`` returns a ``[batch, seq]`` tensor: entry ``t`` is ``log p(token_t | tokens_<t)``
+    where ``loss_mask[:, t]`` is 1, and 0 elsewhere.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def _parts(self) -> tuple[nn.Module, nn.Module]:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        decoder = getattr(base, base.base_model_prefix)
+        return decoder, base.get_output_embeddings()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+        decoder, head = self._parts()
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        rows, cols = torch.nonzero(loss_mask[:, 1:] > 0, as_tuple=True)  # hidden at t predicts token t+1
+        logits = head(hidden[rows, cols]).float()
+        targets = input_ids[rows, cols + 1]
+        picked = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+        out = torch.zeros(loss_mask.shape, dtype=picked.dtype, device=picked.device)
+        out[rows, cols + 1] = picked
+        return out
+
+
+def make_writer(cfg: TrainConfig, algo: str, run_name: str | None = None) -> tuple[Any, str]:
+    """A TensorBoard writer under ``{out}/runs/{env}__{algo}__{seed}__{time}``, with the hyperparameters as a table."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    if run_name is None:
+        env = "+".join(e.split("/")[-1] for e in cfg.env)
+        run_name = f"{env}__{algo}__{cfg.seed}__{int(time.time())}"
+    writer = SummaryWriter(str(Path(cfg.out) / "runs" / run_name))
+    rows = "\n".join(f"|{k}|{v}|" for k, v in config_to_dict(cfg).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{rows}")
+    return writer, run_name
+
+
+class Checkpointer:
+    """Save and restore training state in ``{out}/checkpoint`` so a killed run continues where it stopped.
+
+    The state is the trainable parameters, the optimiser and scheduler, the step, the RNG states,
+    and anything else the agent passes. Writes go to a temporary directory that is renamed into
+    place, so a kill mid-write leaves the previous checkpoint intact.
+    """
+
+    def __init__(self, out: str | Path, cfg: TrainConfig) -> None:
+        self.dir = Path(out) / "checkpoint"
+        self.cfg = config_to_dict(cfg)
+
+    def exists(self) -> bool:
+        return (self.dir / "state.pt").exists()
+
+    def save(self, step: int, model: nn.Module, optimizer: Any, scheduler: Any = None, **extra: Any) -> None:
+        tmp = self.dir.with_name("checkpoint.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        state = {
+            "step": step,
+            "params": trainable,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+            "extra": extra,
+        }
+        torch.save(state, tmp / "state.pt")
+        (tmp / "config.json").write_text(json.dumps(self.cfg, indent=2, default=str))
+        old = self.dir.with_name("checkpoint.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.dir.exists():
+            os.replace(self.dir, old)
+        os.replace(tmp, self.dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, model: nn.Module, optimizer: Any, scheduler: Any = None) -> tuple[int, dict[str, Any]]:
+        """Restore into ``model``/``optimizer``/``scheduler``; returns ``(step, extra)``."""
+        saved_cfg = json.loads((self.dir / "config.json").read_text())
+        changed = {k for k in self.cfg if k not in ("max_steps", "progress", "save_every", "log_every") and saved_cfg.get(k) != json.loads(json.dumps(self.cfg[k], default=str))}
+        if changed:
+            raise ValueError(
+                f"The checkpoint in {self.dir} was made with different settings ({sorted(changed)}); "
+                "use another --out or delete the checkpoint."
+            )
+        state = torch.load(self.dir / "state.pt", map_location="cpu", weights_only=False)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        return int(state["step"]), dict(state["extra"])
+
+
+def linear_warmup(optimizer: Any, warmup_steps: int) -> Any:
+    """A LambdaLR that warms the learning rate up linearly, then keeps it constant."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0)
