@@ -105,6 +105,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     raise SystemExit(f"error: unknown benchmark {args.what!r}: expected one of ['env']")
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from agents.evaluate import evaluate_model, format_metrics_table
+
+    metrics = evaluate_model(
+        args.model, args.env, episodes=args.episodes, out_dir=args.out, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype,
+        env_kwargs=_parse_kwargs(args.kw), progress=not args.no_progress,
+    )
+    print(format_metrics_table(metrics))
+    print(f"\nwrote metrics.md, metrics.json, metrics.png, trajectories.jsonl and runs/ to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolenv", description="Tool-use tasks for language models as Gymnasium environments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=5_000, help="scripted episodes per env and protocol")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_cmd_bench)
+
+    p = sub.add_parser("eval", help="evaluate a model greedily on the first N tasks of each env")
+    p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
+                   help="a local directory, a hub id, a directory saved by an agent, or smollm2-135m")
+    p.add_argument("--env", action="append", required=True, metavar="ID", help="env id (repeatable)")
+    p.add_argument("--episodes", type=int, default=100, help="tasks per env: the first N of its split")
+    p.add_argument("--out", required=True, metavar="DIR", help="where metrics, plot, trajectories and TensorBoard logs go")
+    p.add_argument("--batch-size", type=int, default=16, help="episodes played at once")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="tokens per action at most")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "fp32", "bfloat16", "bf16"],
+                   help="model dtype (auto: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(fn=_cmd_eval)
     return parser
 
 
