@@ -20,7 +20,7 @@ from rewards.math import numeric_match
 from toolenv.tools.calculator import calculator
 from toolenv.types import ToolCall
 
-__all__ = ["bench_env", "format_table"]
+__all__ = ["bench_env", "format_table", "main"]
 
 DEFAULT_PROTOCOLS = ("trice", "react", "json")
 _SCRIPTS = 256  # distinct tasks cycled through
@@ -141,3 +141,18 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f" {r['reference_episodes_per_s']:,.0f} | {r['overhead_x']:.1f} | {r['solved']:.0%} |"
         )
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``toolenv bench env [--env ID ...] [--episodes N]``: print the table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="toolenv bench env", description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: every train id whose data loads)")
+    parser.add_argument("--protocol", action="append", default=[], choices=list(DEFAULT_PROTOCOLS), help="protocol (repeatable; default: all)")
+    parser.add_argument("--episodes", type=int, default=5_000, help="scripted episodes per env and protocol")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rows = bench_env(args.env or None, protocols=args.protocol or DEFAULT_PROTOCOLS, episodes=args.episodes, seed=args.seed)
+    print(format_table(rows))  # the CLI layer's output
+    return 0

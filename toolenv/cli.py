@@ -95,14 +95,31 @@ def _cmd_play(args: argparse.Namespace) -> int:
             return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "env":
-        from benchmarks.env_speed import bench_env, format_table
+BENCHMARKS = {
+    "env": ("benchmarks.env_speed", "env speed: episodes and steps per second under scripted actions"),
+    "rollout": ("benchmarks.rollout_speed", "rollout loop tokens/s against model.generate; time inside env.step"),
+}
 
-        rows = bench_env(env_ids=args.env or None, episodes=args.episodes, seed=args.seed)
-        print(format_table(rows))
-        return 0
-    raise SystemExit(f"error: unknown benchmark {args.what!r}: expected one of ['env']")
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(BENCHMARKS[args.what][0])
+    return int(module.main(args.rest) or 0)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from agents.config import config_from_args
+    from agents.registry import load_agent
+
+    try:
+        agent = load_agent(args.agent)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    cfg = config_from_args(agent.Config, args.rest, prog=f"toolenv train {args.agent}")
+    out = agent.train(cfg)
+    print(f"saved to {out}; evaluate with: toolenv eval --model {out} --env {cfg.env[0]} --out {out}/eval")
+    return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -135,12 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-answer", action="store_true", help="show the gold answer and actions first")
     p.set_defaults(fn=_cmd_play)
 
-    p = sub.add_parser("bench", help="benchmarks: `toolenv bench env` measures env speed")
-    p.add_argument("what", choices=["env"], help="which benchmark")
-    p.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: all that load)")
-    p.add_argument("--episodes", type=int, default=5_000, help="scripted episodes per env and protocol")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("bench", help="benchmarks: " + "; ".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
+                       add_help=False)
+    p.add_argument("what", choices=sorted(BENCHMARKS), help="which benchmark (then its own options; --help lists them)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(fn=_cmd_bench)
+
+    p = sub.add_parser("train", help="train an agent: toolenv train NAME [options] (toolenv train NAME --help)", add_help=False)
+    p.add_argument("agent", help="agent name: bc, rrhf, or one registered under the toolenv.agents entry points")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model greedily on the first N tasks of each env")
     p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
