@@ -29,7 +29,15 @@ import torch
 import toolenv  # noqa: F401  (registers the env ids)
 from agents.config import TrainConfig, check_positive, config_from_args
 from agents.rollout import Trajectory, load_trajectories, scripted_trajectory
-from agents.utils import Checkpointer, TokenScorer, collate, linear_warmup, load_policy_for_training, make_writer, set_seed
+from agents.utils import (
+    Checkpointer,
+    TokenScorer,
+    collate,
+    linear_warmup,
+    load_policy_for_training,
+    make_writer,
+    set_seed,
+)
 
 __all__ = ["Config", "bc_loss", "demonstrations", "main", "train"]
 
