@@ -32,6 +32,7 @@ from agents.rollout import Trajectory, load_trajectories, scripted_trajectory
 from agents.utils import (
     Checkpointer,
     TokenScorer,
+    check_ranks_agree,
     collate,
     linear_warmup,
     load_policy_for_training,
@@ -156,8 +157,9 @@ def train(cfg: Config) -> Path:
             if accelerator.is_main_process:
                 checkpointer.save(step + 1, policy.model, optimizer, scheduler, run_name=run_name)
 
-    # 4. save the result where `toolenv eval --model OUT` finds it
+    # 4. check data-parallel ranks agree, then save where `toolenv eval --model OUT` finds it
     accelerator.wait_for_everyone()
+    check_ranks_agree(accelerator, policy.model, out)
     if accelerator.is_main_process:
         policy.save(out, merged=cfg.merge, extra={"agent": "bc", "steps": cfg.max_steps})
         checkpointer.save(cfg.max_steps, policy.model, optimizer, scheduler, run_name=run_name)
@@ -170,3 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(Config, argv, prog="toolenv train bc")
     train(cfg)
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -21,6 +21,7 @@ from agents.rollout import Trajectory
 
 __all__ = [
     "Checkpointer",
+    "check_ranks_agree",
     "TokenScorer",
     "collate",
     "load_policy_for_training",
@@ -169,3 +170,22 @@ class Checkpointer:
 def linear_warmup(optimizer: Any, warmup_steps: int) -> Any:
     """A LambdaLR that warms the learning rate up linearly, then keeps it constant."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0)
+
+
+def check_ranks_agree(accelerator: Any, model: nn.Module, out: str | Path | None = None) -> list[float]:
+    """Checksums of the trainable weights on every rank; raises if data-parallel ranks diverged.
+
+    With one process this is just the local checksum. With several, each rank's checksum is
+    gathered; the main process writes them to ``{out}/rank_checksums.json``.
+    """
+    with torch.no_grad():
+        total = torch.zeros((), dtype=torch.float64)
+        for i, p in enumerate(q for q in model.parameters() if q.requires_grad):
+            total += (p.detach().double().cpu() * (1.0 + 1e-3 * i)).sum()
+    sums = accelerator.gather(total.reshape(1).to(accelerator.device)).cpu().tolist()
+    if out is not None and accelerator.is_main_process:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "rank_checksums.json").write_text(json.dumps(sums))
+    if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+        raise RuntimeError(f"Data-parallel ranks ended with different weights: checksums {sums}.")
+    return [float(x) for x in sums]

@@ -1,0 +1,37 @@
+"""BC under ``accelerate launch``: two CPU processes on the gloo backend end with identical weights.
+
+``--multi_gpu`` is accelerate's torchrun launcher; with ``--device cpu`` the processes form a gloo
+(MULTI_CPU) group, as on a machine with no GPU. (``--cpu`` would start a single process.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.policy import Policy
+
+
+@pytest.mark.slow
+def test_bc_two_processes_identical_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+        "-m", "toolenv.cli", "train", "bc", "--model", str(tiny_model_dir), "--env", "toolenv/Math-v0",
+        "--out", str(out), "--max-steps", "4", "--batch-size", "2", "--lora-r", "4", "--device", "cpu",
+        "--demos-per-env", "16", "--no-progress", "--lr", "1e-2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sums = json.loads((out / "rank_checksums.json").read_text())
+    assert len(sums) == 2 and sums[0] == pytest.approx(sums[1], rel=1e-9)
+    # the saved result is the trained adapter, loadable for evaluation
+    policy = Policy.load(str(out), device="cpu", trainable=False)
+    assert policy.has_adapter
