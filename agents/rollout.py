@@ -262,9 +262,12 @@ class HFGenerator:
         model = self.policy.model
         was_training = model.training
         model.eval()
-        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
-        if was_training:
-            model.train()
+        try:
+            with self.policy.merged_weights():
+                out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+        finally:
+            if was_training:
+                model.train()
         new = out[:, width:].cpu()
         logprobs = recorder.finish(new[:, -1].to(device)).cpu() if new.shape[1] else torch.zeros(len(prompts), 0)
         results = []

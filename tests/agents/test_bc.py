@@ -56,7 +56,7 @@ def test_bc_learns_a_trivial_env(tiny_model_dir: Path, tmp_path: Path) -> None:
     before = Policy.load(str(tiny_model_dir), device="cpu")
     base_weights = {n: p.clone() for n, p in before.model.named_parameters()}
     out = bc.train(_config(tiny_model_dir, tmp_path / "bc"))
-    after = Policy.load(str(out), device="cpu", trainable=False)
+    after = Policy.load(str(out), device="cpu")
     # the adapter changed; the base weights did not
     lora = {n: p for n, p in after.model.named_parameters() if "lora_B" in n}
     assert lora and any(p.abs().sum() > 0 for p in lora.values())

@@ -33,5 +33,5 @@ def test_bc_two_processes_identical_weights(tiny_model_dir: Path, tmp_path: Path
     sums = json.loads((out / "rank_checksums.json").read_text())
     assert len(sums) == 2 and sums[0] == pytest.approx(sums[1], rel=1e-9)
     # the saved result is the trained adapter, loadable for evaluation
-    policy = Policy.load(str(out), device="cpu", trainable=False)
+    policy = Policy.load(str(out), device="cpu")
     assert policy.has_adapter

@@ -143,3 +143,23 @@ def test_policy_save_and_load_round_trip(policy: Policy, tiny_model_dir: Path, t
         assert torch.allclose(again.model(ids).logits, trained.model(ids).logits, atol=1e-5)
         with again.reference() as ref:
             assert torch.allclose(ref(ids).logits, base.model(ids).logits, atol=1e-5)
+    frozen = Policy.load(str(out), device="cpu", trainable=False)  # inference: adapter folded in
+    assert not frozen.has_adapter
+    with torch.no_grad():
+        assert torch.allclose(frozen.model(ids).logits, trained.model(ids).logits, atol=1e-5)
+
+
+def test_merged_weights_equal_adapter_forward_and_restore_exactly(policy: Policy) -> None:
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        expected = policy.model(ids).logits
+        with policy.merged_weights() as m:
+            merged = m(ids).logits
+    assert torch.allclose(merged, expected, atol=1e-5)
+    for n, p in policy.model.named_parameters():
+        assert torch.equal(p, before[n]), n

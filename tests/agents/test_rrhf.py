@@ -191,7 +191,7 @@ def test_rrhf_raises_the_gold_likelihood(tiny_model_dir: Path, tmp_path: Path) -
     base_weights = {n: p.clone() for n, p in before.model.named_parameters()}
     lp_before = _gold_logprob(before)
     out = rrhf.train(_config(tiny_model_dir, tmp_path / "rrhf"))
-    after = Policy.load(str(out), device="cpu", trainable=False)
+    after = Policy.load(str(out), device="cpu")
     # the adapter changed; the base weights did not
     lora = {n: p for n, p in after.model.named_parameters() if "lora_B" in n}
     assert lora and any(p.abs().sum() > 0 for p in lora.values())
