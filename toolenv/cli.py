@@ -98,6 +98,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
 BENCHMARKS = {
     "env": ("benchmarks.env_speed", "env speed: episodes and steps per second under scripted actions"),
     "rollout": ("benchmarks.rollout_speed", "rollout loop tokens/s against model.generate; time inside env.step"),
+    "trice": ("benchmarks.trice", "the TRICE pipeline: zero-shot -> BC -> RRHF, evaluated on held-out test splits"),
 }
 
 

@@ -1,0 +1,39 @@
+"""``toolenv bench trice`` end to end on a tiny model with tiny budgets: every stage runs and the table is complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.agents.conftest import tiny_model, tiny_tokenizer
+
+
+@pytest.mark.slow
+def test_bench_trice_tiny(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    model_dir = tmp_path / "tiny"
+    tiny_model(len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    out = tmp_path / "trice"
+    cmd = [
+        sys.executable, "-m", "toolenv.cli", "bench", "trice", "--model", str(model_dir), "--out", str(out),
+        "--train-env", "toolenv/Math-v0", "--test-env", "toolenv/Math-Test-v0", "--bc-steps", "3",
+        "--rrhf-steps", "1", "--eval-episodes", "3", "--demos-per-env", "8", "--device", "cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| Math | " in result.stdout and "zero-shot acc | zero-shot tool | bc acc" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["stages"]) == {"zero-shot", "bc", "rrhf"}
+    for stage in results["stages"].values():
+        assert stage["toolenv/Math-Test-v0"]["episodes"] == 3
+    assert (out / "trice.png").stat().st_size > 0 and (out / "trice_table.md").exists()
+    # a second run finds every stage done and only re-prints the table
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "evaluation exists, skipping" in again.stderr
