@@ -2,8 +2,8 @@
 
 An agent is a module with a config dataclass ``Config`` (a :class:`~agents.config.TrainConfig`
 subclass) and a function ``train(cfg) -> Path``. Built-in agents are listed here; any package
-can add its own through the ``toolenv.agents`` entry-point group, or at run time with
-:func:`register_agent`.
+can add its own through the ``toolenv.agents`` entry-point group, at run time with
+:func:`register_agent`, or simply be named by its module path (``toolenv train mylab.reinforce``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def available_agents() -> dict[str, str]:
 def load_agent(name: str) -> ModuleType:
     """Import the agent's module and check it has ``Config`` and ``train``."""
     agents = available_agents()
+    if name not in agents and "." in name:  # a module path: `toolenv train mylab.reinforce`
+        agents = {**agents, name: name}
     if name not in agents:
         import difflib
 

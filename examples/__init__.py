@@ -1,0 +1,1 @@
+"""Examples that the README shows and the tests run."""
