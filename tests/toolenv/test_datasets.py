@@ -377,3 +377,13 @@ def test_procedural_index_of() -> None:
     for bad in ("math-train-L2-5", "math-test-L2-1000", "gsm8k-test-5"):
         with pytest.raises(KeyError):
             level2.index_of(bad)
+
+
+def test_procedural_held_out_splits_never_repeat_a_train_question() -> None:
+    from toolenv.datasets import ProceduralMath
+
+    for level in (1, 2):
+        train = {t.question for t in ProceduralMath("train", level=level)}
+        for split in ("test", "valid"):
+            held_out = ProceduralMath(split, level=level)
+            assert not train & {t.question for t in held_out}
