@@ -100,7 +100,7 @@ def config_parser(config_cls: type, *, prog: str | None = None, description: str
         if not f.init:
             continue
         tp, extra = _arg_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         kwargs: dict[str, Any] = {"help": f"{f.metadata.get('help', '')} (default: {default!r})", "default": None, "dest": f.name}
         if tp is not None:
             kwargs["type"] = tp

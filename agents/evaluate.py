@@ -84,7 +84,7 @@ EVAL_METRICS = (
 RATE_METRICS = ("accuracy", "tool_use_rate", "call_wellformed_rate", "call_success_rate")
 
 
-def _share(hits: int, total: int) -> float:
+def _share(hits: float, total: float) -> float:
     return hits / total if total else 0.0
 
 

@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import typing
 import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -228,6 +229,7 @@ class Policy:
 
         dev = resolve_device(device)
         torch_dtype = _resolve_dtype(dtype, dev)
+        model: Any
         path = Path(name_or_path).expanduser()
         saved = json.loads((path / POLICY_FILE).read_text()) if (path / POLICY_FILE).exists() else None
         if saved is not None and saved.get("adapter"):
@@ -298,11 +300,13 @@ class Policy:
             return
         from peft.tuners.lora import LoraLayer
 
-        saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+        saved: list[tuple[Any, Any]] = []
+        module: Any
         try:
             with torch.no_grad():
                 for module in self.model.modules():
                     if isinstance(module, LoraLayer):
+                        module = typing.cast(Any, module)
                         adapters = [a for a in module.active_adapters if a in module.lora_A]
                         if not adapters:
                             continue

@@ -78,7 +78,8 @@ class TokenScorer(nn.Module):
         self.model = model
 
     def _parts(self) -> tuple[nn.Module, nn.Module]:
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        model: Any = self.model
+        base: Any = model.get_base_model() if hasattr(model, "get_base_model") else model
         decoder = getattr(base, base.base_model_prefix)
         return decoder, base.get_output_embeddings()
 
