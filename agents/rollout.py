@@ -301,24 +301,26 @@ class VLLMGenerator:
     def __init__(self, policy: Policy, *, gpu_memory_utilization: float = 0.3, **llm_kwargs: Any) -> None:
         from vllm import LLM
 
+        from agents.policy import resolve_model
+
         self.policy = policy
-        self.llm = LLM(model=policy.base_name, gpu_memory_utilization=gpu_memory_utilization,
+        self.llm = LLM(model=resolve_model(policy.base_name), gpu_memory_utilization=gpu_memory_utilization,
                        dtype="bfloat16", enable_prefix_caching=True, **llm_kwargs)
         self.eos_ids = policy.eos_token_ids
         self.sync_weights()
 
     @torch.no_grad()
     def sync_weights(self) -> None:
-        model = self.policy.model
-        if self.policy.has_adapter:
-            model.merge_adapter()
-            state = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-                     for k, v in model.state_dict().items() if "lora_" not in k}
-            model.unmerge_adapter()
-        else:
-            state = model.state_dict()
-        engine = self.llm.llm_engine.model_executor.driver_worker.model_runner.model  # type: ignore[attr-defined]
-        engine.load_weights(state.items())
+        """Copy the policy's current weights (adapter folded in) into the engine, as TRL's colocate mode does."""
+        with self.policy.merged_weights() as model:
+            items = [
+                (name.removeprefix("base_model.model.").replace(".base_layer", ""), tensor)
+                for name, tensor in model.state_dict().items()
+                if "lora_" not in name
+            ]
+            engine = self.llm.llm_engine.model_executor.driver_worker.model_runner.model  # type: ignore[attr-defined]
+            engine.load_weights(items)
+        self.llm.reset_prefix_cache()
 
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, stop: Sequence[str]) -> list[tuple[list[int], list[float]]]:
         from vllm import SamplingParams, TokensPrompt
