@@ -1,4 +1,4 @@
-"""BC under ``accelerate launch``: two CPU processes on the gloo backend end with identical weights.
+"""BC and RRHF under ``accelerate launch``: two CPU processes on the gloo backend end with identical weights.
 
 ``--multi_gpu`` is accelerate's torchrun launcher; with ``--device cpu`` the processes form a gloo
 (MULTI_CPU) group, as on a machine with no GPU. (``--cpu`` would start a single process.)
@@ -16,16 +16,23 @@ import pytest
 
 from agents.policy import Policy
 
+AGENT_ARGS = {
+    "bc": ["--batch-size", "2", "--demos-per-env", "16"],
+    "rrhf": ["--num-samples", "2", "--tasks-per-step", "1", "--max-new-tokens", "6", "--tasks-per-env", "8"],
+}
+
 
 @pytest.mark.slow
-def test_bc_two_processes_identical_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("agent", sorted(AGENT_ARGS))
+def test_two_processes_identical_weights(agent: str, tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
+    port = {"bc": "29517", "rrhf": "29519"}[agent]
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-        "-m", "toolenv.cli", "train", "bc", "--model", str(tiny_model_dir), "--env", "toolenv/Math-v0",
-        "--out", str(out), "--max-steps", "4", "--batch-size", "2", "--lora-r", "4", "--device", "cpu",
-        "--demos-per-env", "16", "--no-progress", "--lr", "1e-2",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
+        "-m", "toolenv.cli", "train", agent, "--model", str(tiny_model_dir), "--env", "toolenv/Math-v0",
+        "--out", str(out), "--max-steps", "3", "--lora-r", "4", "--device", "cpu", "--no-progress", "--lr", "1e-2",
+        *AGENT_ARGS[agent],
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
