@@ -173,6 +173,7 @@ def evaluate(
     progress: bool = True,
     step: int = 0,
     writer: Any = None,
+    model_name: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Play the first ``episodes`` tasks of each env greedily and report :func:`episode_metrics`.
 
@@ -189,6 +190,7 @@ def evaluate(
         step: Global step of the TensorBoard scalars.
         writer: A ``SummaryWriter`` to log to (not closed here). Without one, a writer under
             ``out_dir/runs/<name>`` is made when ``out_dir`` is given.
+        model_name: What the report calls the model (default: the policy's base model).
 
     Returns:
         ``{env_id: metrics}`` in the order of ``env_ids``.
@@ -227,7 +229,8 @@ def evaluate(
         logger.info("%s: accuracy %.3f, tool use %.3f over %d episodes", env_id, m["accuracy"], m["tool_use_rate"], n)
 
     meta = {
-        "model": policy.base_name,
+        "model": model_name or policy.base_name,
+        "base_model": policy.base_name,
         "episodes": episodes,
         "batch_size": batch_size,
         "settings": asdict(settings),
@@ -238,7 +241,7 @@ def evaluate(
     if writer is None and out_dir is not None:
         from torch.utils.tensorboard import SummaryWriter
 
-        own_writer = SummaryWriter(str(Path(out_dir) / "runs" / _run_name(policy.base_name)))
+        own_writer = SummaryWriter(str(Path(out_dir) / "runs" / _run_name(meta["model"])))
     tb = writer if writer is not None else own_writer
     if tb is not None:
         _log_tensorboard(tb, results, meta, step)
@@ -360,7 +363,7 @@ def evaluate_model(
     logger.info("Evaluating %s on %s", model, ", ".join(env_ids))
     settings = GenerationSettings(greedy=True, max_new_tokens=max_new_tokens)
     return evaluate(policy, env_ids, episodes=episodes, batch_size=batch_size, settings=settings,
-                    env_kwargs=env_kwargs, out_dir=out_dir, progress=progress)
+                    env_kwargs=env_kwargs, out_dir=out_dir, progress=progress, model_name=model)
 
 
 def _one_line(e: BaseException) -> str:
