@@ -40,7 +40,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_INFO_KEYS = ("action_kind", "calls", "tool_outputs", "answer", "error", "success", "num_tool_calls",
+_INFO_KEYS = ("action_kind", "calls", "calls_ok", "tool_outputs", "answer", "error", "success", "num_tool_calls",
               "tool_used", "num_format_errors", "turns", "reward_raw")
 
 

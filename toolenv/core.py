@@ -104,6 +104,7 @@ class ToolEnv(gym.Env[str, str]):
         self._terms = tuple(self.reward_weights)
         self.task: Task | None = None
         self.messages: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []
         self._done = True
 
     # ----------------------------------------------------------------- hooks
@@ -117,6 +118,26 @@ class ToolEnv(gym.Env[str, str]):
         value = self._last_value
         correct = self.answer_reward([answer], answer=[self.task.answer], tool_value=[value])[0]
         return {"answer_correct": float(correct)}
+
+    def _on_answer(self, answer: str) -> tuple[dict[str, float], bool, str]:
+        """A reply without calls: ``(raw terms, terminated, observation)``.
+
+        By default the reply is the final answer: it is scored and ends the episode. Multi-turn
+        families (a new user turn after each reply) override this.
+        """
+        return self._score_answer(answer), True, ""
+
+    def _is_success(self, raw: dict[str, float]) -> bool:
+        """Whether the episode counts as solved after a step with these raw terms."""
+        return raw.get("answer_correct", 0.0) >= 1.0
+
+    def _call_terms(self, call: ToolCall, result: ToolResult) -> dict[str, float]:
+        """Extra raw terms of one executed call (e.g. a step-level contribution); default none."""
+        return {}
+
+    def _episode_end_info(self) -> dict[str, Any]:
+        """Extra ``info`` entries at the end of an episode (e.g. terms only known in hindsight)."""
+        return {}
 
     # ------------------------------------------------------------ public API
     @property
@@ -136,6 +157,8 @@ class ToolEnv(gym.Env[str, str]):
         self._turns = 0
         self._success = False
         self._last_value: Any = None
+        #: One record per step: kind, calls, outputs, per-call success, answer, raw terms.
+        self.history: list[dict[str, Any]] = []
         obs = truncate(f"{self.system_prompt}\n\n{user}", MAX_OBSERVATION_CHARS)
         return obs, {"task": self.task.to_dict(), "tools": self.tool_schemas, "prompt": user}
 
@@ -161,12 +184,13 @@ class ToolEnv(gym.Env[str, str]):
             obs = self._run_calls(parsed, text, raw, info)
         else:
             assert parsed.answer is not None
-            raw.update(self._score_answer(parsed.answer))
-            self._success = raw.get("answer_correct", 0.0) >= 1.0
-            terminated = True
-            obs = ""
-            info["answer"] = parsed.answer
             self.messages.append({"role": "assistant", "content": text})
+            answer_terms, terminated, obs = self._on_answer(parsed.answer)
+            raw.update(answer_terms)
+            self._success = self._is_success(raw)
+            info["answer"] = parsed.answer
+        self.history.append({"kind": parsed.kind, "calls": info["calls"], "outputs": info["tool_outputs"],
+                             "ok": info.get("calls_ok", []), "answer": info.get("answer"), "raw": raw})
         self._done = terminated
         w = self.reward_weights
         terms = {k: w[k] * raw[k] if raw[k] else 0.0 for k in self._terms}
@@ -178,6 +202,8 @@ class ToolEnv(gym.Env[str, str]):
         info["tool_used"] = self._num_calls > 0
         info["num_format_errors"] = self._num_errors
         info["turns"] = self._turns
+        if terminated:
+            info.update(self._episode_end_info())
         return truncate(obs, MAX_OBSERVATION_CHARS), reward, terminated, False, info
 
     def render(self) -> str | None:
@@ -232,10 +258,14 @@ class ToolEnv(gym.Env[str, str]):
         wellformed = succeeded = True
         outputs: list[str] = []
         tool_messages: list[dict[str, Any]] = []
+        info["calls_ok"] = []
         for call in parsed.calls:
             result = self._dispatch(call)
             info["calls"].append(call.to_dict())
             info["tool_outputs"].append(result.output)
+            info["calls_ok"].append(result.ok)
+            for key, value in self._call_terms(call, result).items():
+                raw[key] = raw.get(key, 0.0) + value
             self._num_calls += 1
             if result.error in ("arguments", "unknown_tool"):
                 wellformed = False
