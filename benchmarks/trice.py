@@ -52,10 +52,10 @@ class TricePreset:
     bc_lr: float = 3e-4
     demos_per_env: int = 400
     rrhf_steps: int = 20
-    rrhf_lr: float = 1e-4
+    rrhf_lr: float = 5e-5
     rrhf_samples: int = 3
     rrhf_tasks_per_step: int = 2
-    rrhf_weight: float = 1.0
+    rrhf_weight: float = 0.1  # the paper tried 0.01, 0.1 and 1; 1 let the ranking term undo BC here
     lora_r: int = 16
     seed: int = 0
     train_envs: tuple[str, ...] = field(default=())
