@@ -109,14 +109,16 @@ def config_parser(config_cls: type, *, prog: str | None = None, description: str
     return parser
 
 
-def config_from_args(config_cls: type, argv: typing.Sequence[str] | None, **parser_kwargs: Any) -> Any:
-    """Parse ``argv`` into ``config_cls``; options not given keep the dataclass defaults.
+def config_from_args(
+    config_cls: type, argv: typing.Sequence[str] | None, *, defaults: dict[str, Any] | None = None, **parser_kwargs: Any
+) -> Any:
+    """Parse ``argv`` into ``config_cls``; options not given keep ``defaults``, then the dataclass defaults.
 
     A bad value exits with the config's own message (which names the field and the allowed values).
     """
     parser = config_parser(config_cls, **parser_kwargs)
     ns = parser.parse_args(argv)
-    given = {k: v for k, v in vars(ns).items() if v is not None}
+    given = {**(defaults or {}), **{k: v for k, v in vars(ns).items() if v is not None}}
     try:
         return config_cls(**given)
     except ValueError as e:

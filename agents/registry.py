@@ -11,21 +11,35 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 from types import ModuleType
+from typing import Any
 
-__all__ = ["AGENTS", "available_agents", "load_agent", "register_agent"]
+__all__ = ["AGENTS", "agent_defaults", "available_agents", "load_agent", "register_agent"]
 
-AGENTS: dict[str, str] = {
+#: name -> module path, or (module path, config defaults) for a variant of another agent.
+AGENTS: dict[str, str | tuple[str, dict[str, Any]]] = {
     "bc": "agents.bc",
     "rrhf": "agents.rrhf",
+    "ppo": "agents.ppo",
+    "step-ppo": ("agents.ppo", {"reward_placement": "step", "out": "runs/step-ppo"}),
 }
 
 
-def register_agent(name: str, module: str) -> None:
-    """Make ``toolenv train NAME`` run the agent in ``module`` (a dotted module path)."""
-    AGENTS[name] = module
+def register_agent(name: str, module: str, defaults: dict[str, Any] | None = None) -> None:
+    """Make ``toolenv train NAME`` run the agent in ``module`` (a dotted module path), with config ``defaults``."""
+    AGENTS[name] = (module, dict(defaults)) if defaults else module
 
 
-def available_agents() -> dict[str, str]:
+def _module_of(entry: str | tuple[str, dict[str, Any]]) -> str:
+    return entry if isinstance(entry, str) else entry[0]
+
+
+def agent_defaults(name: str) -> dict[str, Any]:
+    """Config values a registered variant sets before the command line's (``step-ppo``: step placement)."""
+    entry = available_agents().get(name)
+    return dict(entry[1]) if isinstance(entry, tuple) else {}
+
+
+def available_agents() -> dict[str, str | tuple[str, dict[str, Any]]]:
     """Built-in agents plus those registered through the ``toolenv.agents`` entry-point group."""
     found = dict(AGENTS)
     for ep in entry_points(group="toolenv.agents"):
@@ -44,8 +58,9 @@ def load_agent(name: str) -> ModuleType:
         close = difflib.get_close_matches(name, list(agents), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ValueError(f"Unknown agent {name!r}: expected one of {sorted(agents)}.{hint}")
-    module = importlib.import_module(agents[name])
+    path = _module_of(agents[name])
+    module = importlib.import_module(path)
     for attr in ("Config", "train"):
         if not hasattr(module, attr):
-            raise TypeError(f"Agent module {agents[name]} must define {attr}; it does not.")
+            raise TypeError(f"Agent module {path} must define {attr}; it does not.")
     return module

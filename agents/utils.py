@@ -70,12 +70,15 @@ class TokenScorer(nn.Module):
     (rather than calling its submodules from outside) keeps it correct under DDP / ``accelerate``.
 
     ``forward`` returns a ``[batch, seq]`` tensor: entry ``t`` is ``log p(token_t | tokens_<t)``
-    where ``loss_mask[:, t]`` is 1, and 0 elsewhere.
+    where ``loss_mask[:, t]`` is 1, and 0 elsewhere. With a ``value_head`` (a module mapping
+    hidden states to one number, as PPO's critic) it returns ``(logprobs, values)``, the value of
+    token ``t`` read from the same hidden state that predicts it.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, value_head: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
+        self.value_head = value_head
 
     def _parts(self) -> tuple[nn.Module, nn.Module]:
         model: Any = self.model
@@ -83,16 +86,21 @@ class TokenScorer(nn.Module):
         decoder = getattr(base, base.base_model_prefix)
         return decoder, base.get_output_embeddings()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> Any:
         decoder, head = self._parts()
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         rows, cols = torch.nonzero(loss_mask[:, 1:] > 0, as_tuple=True)  # hidden at t predicts token t+1
-        logits = head(hidden[rows, cols]).float()
+        selected = hidden[rows, cols]
+        logits = head(selected).float()
         targets = input_ids[rows, cols + 1]
         picked = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
         out = torch.zeros(loss_mask.shape, dtype=picked.dtype, device=picked.device)
         out[rows, cols + 1] = picked
-        return out
+        if self.value_head is None:
+            return out
+        values = torch.zeros_like(out)
+        values[rows, cols + 1] = self.value_head(selected.to(next(self.value_head.parameters()).dtype)).squeeze(-1).float()
+        return out, values
 
 
 def make_writer(cfg: TrainConfig, algo: str, run_name: str | None = None) -> tuple[Any, str]:

@@ -111,13 +111,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from agents.config import config_from_args
-    from agents.registry import load_agent
+    from agents.registry import agent_defaults, load_agent
 
     try:
         agent = load_agent(args.agent)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    cfg = config_from_args(agent.Config, args.rest, prog=f"toolenv train {args.agent}")
+    cfg = config_from_args(agent.Config, args.rest, defaults=agent_defaults(args.agent), prog=f"toolenv train {args.agent}")
     out = agent.train(cfg)
     print(f"saved to {out}; evaluate with: toolenv eval --model {out} --env {cfg.env[0]} --out {out}/eval")
     return 0
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_bench)
 
     p = sub.add_parser("train", help="train an agent: toolenv train NAME [options] (toolenv train NAME --help)", add_help=False)
-    p.add_argument("agent", help="agent name: bc, rrhf, or one registered under the toolenv.agents entry points")
+    p.add_argument("agent", help="agent name: bc, rrhf, ppo, step-ppo, a module path, or one registered under the toolenv.agents entry points")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(fn=_cmd_train)
 

@@ -1,0 +1,274 @@
+"""PPO for multi-turn tool use, with final or step-grained rewards (StepTool's comparison).
+
+Rollouts come from the shared loop (:func:`agents.rollout.rollout`); a value head (a scalar on
+the policy's last hidden state) is the critic. Token-level GAE runs over the model's tokens
+only — observation tokens are skipped without breaking the chain — then the clipped policy
+loss, the clipped value loss, and a KL to the reference (the same model with its adapter
+disabled) either as a per-token penalty in the reward or as a loss term, over minibatches and
+epochs, with advantage whitening.
+
+``--reward-placement final`` (``toolenv train ppo``) puts the episode's reward on the last model
+token; ``step`` (``toolenv train step-ppo``) puts each step's reward on the last token of that
+step's action. That placement is the only difference between the two. With
+``--reward-source hindsight`` the step rewards are those the env recomputes at the end of an
+episode (``info["step_rewards"]``: StepTool's contribution, known only once later steps show
+whether a result was used); otherwise each step's own reward.
+
+Offline mode (``--data FILE``): train from stored trajectories (e.g. StepTool's pre-collected,
+annotated ones) instead of new rollouts; old log-probs and values are recomputed by the current
+model at each iteration.
+
+Run: ``toolenv train step-ppo --model runs/bc --env toolenv/APIChain-v0 --out runs/step-ppo``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+import toolenv  # noqa: F401  (registers the env ids)
+from agents.config import TrainConfig, check_in, check_positive, config_from_args
+from agents.ppo_losses import (
+    explained_variance,
+    kl_penalty,
+    masked_gae,
+    masked_mean,
+    masked_whiten,
+    place_rewards,
+    policy_loss,
+    value_loss,
+)
+from agents.rollout import GenerationSettings, Trajectory, load_trajectories, rollout
+from agents.utils import (
+    Checkpointer,
+    TokenScorer,
+    check_ranks_agree,
+    collate,
+    linear_warmup,
+    load_policy_for_training,
+    make_writer,
+    set_seed,
+)
+
+__all__ = ["Config", "ValueHead", "main", "step_rewards_of", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Config(TrainConfig):
+    """PPO with a value head; final or step-grained reward placement."""
+
+    out: str = field(default="runs/ppo", metadata={"help": "output directory"})
+    lr: float = field(default=1e-5, metadata={"help": "learning rate (AdamW)"})
+    reward_placement: str = field(default="final", metadata={"help": "final: episode reward on the last token; step: each step's reward on its action's last token"})
+    reward_source: str = field(default="hindsight", metadata={"help": "hindsight: the env's end-of-episode step rewards when it gives them; immediate: each step's own reward"})
+    episodes_per_step: int = field(default=8, metadata={"help": "rollouts per PPO iteration (env samples)"})
+    ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch of rollouts"})
+    minibatch_size: int = field(default=4, metadata={"help": "trajectories per gradient step"})
+    clip: float = field(default=0.2, metadata={"help": "policy ratio clip"})
+    vf_clip: float = field(default=0.2, metadata={"help": "value clip"})
+    vf_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
+    gamma: float = field(default=0.99, metadata={"help": "discount over model tokens"})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    kl_coef: float = field(default=0.05, metadata={"help": "KL to the reference (adapter disabled); 0 disables"})
+    kl_mode: str = field(default="reward", metadata={"help": "reward: per-token k1 penalty in the reward; loss: k3 term in the loss"})
+    whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages over the batch's model tokens"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    max_new_tokens: int = field(default=64, metadata={"help": "tokens per action at most"})
+    data: str | None = field(default=None, metadata={"help": "offline mode: JSONL of stored trajectories to train on"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_in("reward_placement", self.reward_placement, {"final", "step"})
+        check_in("reward_source", self.reward_source, {"hindsight", "immediate"})
+        check_in("kl_mode", self.kl_mode, {"reward", "loss"})
+        for name in ("episodes_per_step", "ppo_epochs", "minibatch_size", "max_new_tokens", "temperature"):
+            check_positive(name, getattr(self, name))
+        for name in ("clip", "vf_clip", "kl_coef", "vf_coef"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ValueError(f"Expected gamma in (0, 1] and lam in [0, 1], got {self.gamma} and {self.lam}.")
+        if self.data is not None and not Path(self.data).exists():
+            raise ValueError(f"Expected data to be an existing JSONL file, got {self.data!r}.")
+
+
+class ValueHead(nn.Module):
+    """The critic: a scalar read from the policy's last hidden state (zero-initialised)."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden)
+
+
+def step_rewards_of(traj: Trajectory, source: str) -> list[float]:
+    """Each step's reward: the env's hindsight ``step_rewards`` (end-of-episode info) or the immediate ones."""
+    if source == "hindsight" and traj.infos:
+        hindsight = traj.infos[-1].get("step_rewards")
+        if isinstance(hindsight, list) and len(hindsight) == len(traj.rewards):
+            return [float(r) for r in hindsight]
+    return list(traj.rewards)
+
+
+def _episode_stats(trajs: list[Trajectory]) -> dict[str, float]:
+    stats: dict[str, float] = defaultdict(float)
+    for t in trajs:
+        stats["success"] += float(t.success)
+        stats["return"] += t.total_reward
+        stats["turns"] += len(t.actions)
+        ok = [o for info in t.infos for o in info.get("calls_ok", [])]
+        stats["call_success"] += (sum(ok) / len(ok)) if ok else 0.0
+        for terms in t.reward_terms:
+            for k, v in terms.items():
+                stats[f"term/{k}"] += v
+    return {k: v / max(1, len(trajs)) for k, v in stats.items()}
+
+
+def train(cfg: Config) -> Path:
+    """Train and save the policy (and its value head) to ``cfg.out``; returns that directory."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    # 1. set up: accelerator, seed, policy (a BC output continues on its adapter), critic, envs
+    accelerator = Accelerator(cpu=cfg.device == "cpu")
+    set_seed(cfg.seed)
+    policy = load_policy_for_training(cfg, device=str(accelerator.device))
+    if not policy.has_adapter:
+        raise ValueError("PPO needs a LoRA adapter: the reference model is the base with the adapter disabled (set --lora-r > 0).")
+    hidden = policy.model.config.hidden_size
+    value_head = ValueHead(hidden).to(policy.device)
+    scorer = TokenScorer(policy.model, value_head)
+    params = [p for p in scorer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = linear_warmup(optimizer, cfg.warmup_steps)
+    scorer, optimizer = accelerator.prepare(scorer, optimizer)
+    raw_scorer: TokenScorer = accelerator.unwrap_model(scorer)
+    pad = policy.tokenizer.pad_token_id
+    offline = load_trajectories(cfg.data) if cfg.data else None
+    env_ids = [cfg.env[i % len(cfg.env)] for i in range(cfg.episodes_per_step)]
+    envs = [gym.make(e, **cfg.env_kwargs) for e in env_ids] if offline is None else []
+    settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+    out = Path(cfg.out)
+
+    # 2. resume from the last checkpoint of the same command, if any
+    checkpointer = Checkpointer(out, cfg)
+    start, run_name, episodes_seen = 0, None, 0
+    if checkpointer.exists():
+        start, extra = checkpointer.load(raw_scorer, optimizer, scheduler)
+        run_name, episodes_seen = extra.get("run_name"), int(extra.get("episodes", 0))
+        logger.info("Resuming from step %d", start)
+    algo = "step-ppo" if cfg.reward_placement == "step" else "ppo"
+    writer, run_name = make_writer(cfg, algo, run_name) if accelerator.is_main_process else (None, run_name)
+
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc=algo,
+               disable=not (cfg.progress and accelerator.is_main_process))
+    for step in bar:
+        rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
+        # 3. experience: new rollouts (or stored trajectories offline)
+        if offline is None:
+            seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=len(envs))]
+            trajs = rollout(policy, envs, settings=settings, seeds=seeds, env_ids=env_ids)
+        else:
+            picked = rng.choice(len(offline), size=min(cfg.episodes_per_step, len(offline)), replace=False)
+            trajs = [offline[i] for i in picked]
+        trajs = [t for t in trajs if t.action_ends]
+        episodes_seen += len(trajs)
+        batch = collate(trajs, pad, accelerator.device)
+        mask = batch["loss_mask"]
+        # 4. old log-probs and values (current model), reference log-probs (adapter disabled)
+        scorer.eval()
+        with torch.no_grad():
+            old_logprobs, old_values = raw_scorer(**batch)
+            with policy.reference():
+                ref_logprobs, _ = raw_scorer(**batch)
+        scorer.train()
+        # 5. rewards on tokens, KL penalty, advantages
+        width = batch["input_ids"].shape[1]
+        rewards = place_rewards([step_rewards_of(t, cfg.reward_source) for t in trajs], [t.action_ends for t in trajs],
+                                width, cfg.reward_placement).to(accelerator.device)
+        kl = kl_penalty(old_logprobs, ref_logprobs, "k1") * mask
+        if cfg.kl_mode == "reward" and cfg.kl_coef > 0:
+            rewards = rewards - cfg.kl_coef * kl
+        advantages, returns = masked_gae(rewards, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        # 6. PPO epochs over minibatches
+        stats: dict[str, list[float]] = defaultdict(list)
+        for _ in range(cfg.ppo_epochs):
+            order = rng.permutation(len(trajs))
+            for lo in range(0, len(trajs), cfg.minibatch_size):
+                idx = torch.as_tensor(order[lo : lo + cfg.minibatch_size], device=accelerator.device)
+                mb = {k: v[idx] for k, v in batch.items()}
+                logprobs, values = scorer(**mb)
+                pl, pstats = policy_loss(logprobs, old_logprobs[idx], advantages[idx], mb["loss_mask"], clip=cfg.clip)
+                vl, vstats = value_loss(values, old_values[idx], returns[idx], mb["loss_mask"], clip=cfg.vf_clip)
+                loss = pl + cfg.vf_coef * vl
+                if cfg.kl_mode == "loss" and cfg.kl_coef > 0:
+                    kl_term = masked_mean(kl_penalty(logprobs, ref_logprobs[idx], "k3"), mb["loss_mask"])
+                    loss = loss + cfg.kl_coef * kl_term
+                accelerator.backward(loss)
+                if cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                for k, v in {**pstats, **vstats}.items():
+                    stats[k].append(v)
+        # 7. log
+        ep = _episode_stats(trajs)
+        bar.set_postfix(success=f"{ep['success']:.2f}", ret=f"{ep['return']:.2f}")
+        if writer is not None and (step % cfg.log_every == 0 or step == cfg.max_steps - 1):
+            x = step + 1
+            writer.add_scalar("charts/episodes", episodes_seen, x)
+            writer.add_scalar("charts/success_rate", ep["success"], x)
+            writer.add_scalar("charts/call_success_rate", ep["call_success"], x)
+            writer.add_scalar("charts/mean_turns", ep["turns"], x)
+            writer.add_scalar("rewards/episode_return", ep["return"], x)
+            for k, v in ep.items():
+                if k.startswith("term/"):
+                    writer.add_scalar(f"rewards/{k[5:]}", v, x)
+            writer.add_scalar("charts/kl", masked_mean(kl, mask).item(), x)
+            writer.add_scalar("charts/explained_variance", explained_variance(old_values, returns, mask), x)
+            for k, vs in stats.items():
+                writer.add_scalar(f"losses/{k}", float(np.mean(vs)), x)
+        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                checkpointer.save(step + 1, raw_scorer, optimizer, scheduler, run_name=run_name, episodes=episodes_seen)
+
+    # 8. check ranks agree, save the policy and the critic
+    accelerator.wait_for_everyone()
+    check_ranks_agree(accelerator, raw_scorer, out)
+    if accelerator.is_main_process:
+        policy.save(out, merged=cfg.merge, extra={"agent": algo, "steps": cfg.max_steps, "episodes": episodes_seen})
+        torch.save(value_head.state_dict(), out / "value_head.pt")
+        checkpointer.save(cfg.max_steps, raw_scorer, optimizer, scheduler, run_name=run_name, episodes=episodes_seen)
+        if writer is not None:
+            writer.close()
+    for env in envs:
+        env.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = config_from_args(Config, argv, prog="toolenv train ppo")
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
