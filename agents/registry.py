@@ -21,6 +21,7 @@ AGENTS: dict[str, str | tuple[str, dict[str, Any]]] = {
     "rrhf": "agents.rrhf",
     "ppo": "agents.ppo",
     "step-ppo": ("agents.ppo", {"reward_placement": "step", "out": "runs/step-ppo"}),
+    "grpo": "agents.grpo",
 }
 
 
