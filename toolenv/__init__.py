@@ -71,3 +71,29 @@ for _name, (_ds, _desc, _extra) in _DATASETS.items():
             max_episode_steps=_MATH_STEPS,
             kwargs={"dataset": _ds, "split": _split},
         )
+
+# --- APIChain ---
+_APICHAIN = "toolenv.envs.apichain:APIChainEnv"
+_APICHAIN_STEPS = 8
+_APICHAIN_TOOLS = (
+    "find_employee", "get_department", "get_city", "get_country", "get_distance", "get_weather",
+    "get_exchange_rate", "lookup_product", "convert_units", "calculator",
+)
+_APICHAIN_L1_TOOLS = ("find_employee", "get_department", "get_city")
+for _suffix, _split, _level, _tools, _desc in (
+    ("", "train", None, _APICHAIN_TOOLS, "Multi-step API questions (2-5 dependent calls, levels 1-4) with StepTool's step-grained rewards"),
+    ("-Test", "test", None, _APICHAIN_TOOLS, "Held-out multi-step API questions (2-5 dependent calls, levels 1-4)"),
+    ("-L1", "train", 1, _APICHAIN_L1_TOOLS, "Level-1 API chains: exactly two dependent calls, three tools (learning test)"),
+    ("-L1-Test", "test", 1, _APICHAIN_L1_TOOLS, "Held-out level-1 API chains: two dependent calls, three tools"),
+):
+    register_env(
+        f"toolenv/APIChain{_suffix}-v0",
+        _APICHAIN,
+        description=f"{_desc}; no files needed.",
+        tools=_tools,
+        datasets=(f"apichain:{_split}" if _level is None else f"apichain/L{_level}:{_split}",),
+        max_episode_steps=_APICHAIN_STEPS,
+        kwargs={"split": _split, "level": _level, **({} if _level is None else {"tools": list(_tools)})},
+    )
+# --- APIChain ---
+
