@@ -3,8 +3,8 @@
 Each env and protocol plays scripted episodes — reset, one calculator call, final answer —
 and we report episodes and steps per second through ``gym.make`` (with Gymnasium's wrappers),
 on the bare env, and through a ``SyncVectorEnv`` of 8. As a reference measured in the same run,
-the bare work of an episode (the calculator on the same expression plus the answer check, with
-no env) gives the env's overhead as a ratio.
+the bare work of an episode (the first gold call's tool function on the same arguments plus the answer
+check, with no env) gives the env's overhead as a ratio.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import gymnasium as gym
 
 import toolenv
 from rewards.math import numeric_match
-from toolenv.tools.calculator import calculator
 from toolenv.types import ToolCall
 
 __all__ = ["bench_env", "format_table", "main"]
@@ -26,22 +25,18 @@ DEFAULT_PROTOCOLS = ("trice", "react", "json")
 _SCRIPTS = 256  # distinct tasks cycled through
 
 
-def _scripts(env: Any, n: int) -> list[tuple[int, str, str, str]]:
-    """(task index, call action, answer action, expression) for the first ``n`` tasks."""
+def _scripts(env: Any, n: int) -> list[tuple[int, str, str, ToolCall]]:
+    """(task index, call action, answer action, the call) for the first ``n`` tasks: the first gold call, then the answer."""
     base = env.unwrapped
     out = []
     for i in range(min(n, len(base.tasks))):
         task = base.tasks[i]
-        if task.solution:
-            call = task.solution[0]
-        else:
-            call = ToolCall("calculator", {"expression": task.answer})
-        expression = call.arguments.get("expression", call.positional or task.answer)
-        out.append((i, base.protocol.format_call(call), base.protocol.format_answer(task.answer), expression))
+        call = task.solution[0] if task.solution else ToolCall("calculator", {"expression": task.answer})
+        out.append((i, base.protocol.format_call(call), base.protocol.format_answer(task.answer), call))
     return out
 
 
-def _run(env: Any, scripts: Sequence[tuple[int, str, str, str]], episodes: int) -> tuple[float, int, int]:
+def _run(env: Any, scripts: Sequence[tuple[int, str, str, ToolCall]], episodes: int) -> tuple[float, int, int]:
     steps = solved = 0
     start = time.perf_counter()
     for e in range(episodes):
@@ -54,16 +49,19 @@ def _run(env: Any, scripts: Sequence[tuple[int, str, str, str]], episodes: int) 
     return time.perf_counter() - start, steps, solved
 
 
-def _run_bare(scripts: Sequence[tuple[int, str, str, str]], answers: Sequence[str], episodes: int) -> float:
+def _run_bare(env: Any, scripts: Sequence[tuple[int, str, str, ToolCall]], answers: Sequence[str], episodes: int) -> float:
+    """The same work without the env: the tool function on the gold arguments, then the answer check."""
+    tools = env.unwrapped.tools
     start = time.perf_counter()
     for e in range(episodes):
         k = e % len(scripts)
-        value = calculator(scripts[k][3])
+        call = scripts[k][3]
+        value = tools[call.name].fn(**dict(call.arguments)) if call.positional is None else tools[call.name].fn(call.positional)
         numeric_match([answers[k]], answer=[answers[k]], tool_value=[value])
     return time.perf_counter() - start
 
 
-def _run_vector(env_id: str, kwargs: dict[str, Any], scripts: Sequence[tuple[int, str, str, str]], episodes: int, num_envs: int = 8) -> float:
+def _run_vector(env_id: str, kwargs: dict[str, Any], scripts: Sequence[tuple[int, str, str, ToolCall]], episodes: int, num_envs: int = 8) -> float:
     venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **kwargs)
     rounds = max(1, episodes // num_envs)
     start = time.perf_counter()
@@ -89,7 +87,7 @@ def bench_env(
 
     Returns one row per (env, protocol) with ``episodes_per_s``, ``steps_per_s``,
     ``bare_env_episodes_per_s``, ``vector_episodes_per_s``, ``reference_episodes_per_s`` (the
-    calculator and answer check alone) and ``overhead_x`` (reference / env speed).
+    tool call and answer check alone) and ``overhead_x`` (reference / env speed).
     """
     if env_ids is None:
         env_ids = [i for i, info in toolenv.ENV_INFO.items() if not i.endswith(("-Test-v0", "-Valid-v0"))]
@@ -107,7 +105,7 @@ def bench_env(
             _run(env, scripts, min(200, episodes))  # warm-up: caches, first-call checks
             elapsed, steps, solved = _run(env, scripts, episodes)
             bare_elapsed, _, _ = _run(env.unwrapped, scripts, episodes)
-            ref_elapsed = _run_bare(scripts, answers, episodes)
+            ref_elapsed = _run_bare(env, scripts, answers, episodes)
             vector = _run_vector(env_id, {"protocol": protocol}, scripts, min(episodes, 2_000))
             env.close()
             rows.append(
@@ -129,7 +127,7 @@ def bench_env(
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of :func:`bench_env` rows."""
-    head = "| env | protocol | episodes/s | steps/s | bare env ep/s | vector(8) ep/s | calculator+check ep/s | env cost (x ref) | solved |"
+    head = "| env | protocol | episodes/s | steps/s | bare env ep/s | vector(8) ep/s | tool+check ep/s | env cost (x ref) | solved |"
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         if "skipped" in r:
