@@ -231,8 +231,14 @@ class Policy:
     ) -> Policy:
         """Load a model; attach a new LoRA adapter when ``lora`` is given.
 
-        A directory saved by :meth:`save` with an adapter loads its base model and the adapter
-        (trainable when ``trainable``), so agents can continue from each other's results.
+        A directory saved by :meth:`save` with an adapter records its parent (the model the
+        adapter was trained on, itself possibly such a directory); loading resolves the chain.
+
+        - ``lora=None``: the saved adapter is loaded as it is — trainable to continue training it,
+          or folded into the weights for inference (``trainable=False``).
+        - ``lora`` given: the saved adapter is folded into the weights and a *new* adapter is
+          trained on top. Disabling it then gives back the saved policy, so the reference of an
+          RL run started from a BC result is that BC policy — still without a second copy.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -244,29 +250,30 @@ class Policy:
         if saved is not None and saved.get("adapter"):
             from peft import PeftModel
 
-            base_name = saved["base_model"]
-            base = AutoModelForCausalLM.from_pretrained(resolve_model(base_name), dtype=torch_dtype)
+            parent = cls.load(saved["base_model"], device="cpu", dtype=dtype, trainable=False)
             with _quiet_peft():
-                model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
-            if not trainable:  # inference only: fold the adapter in, so generation runs at base speed
+                model = PeftModel.from_pretrained(parent.model, str(path), is_trainable=trainable and lora is None)
+            if not trainable or lora is not None:
                 model = model.merge_and_unload()
             tokenizer = AutoTokenizer.from_pretrained(str(path))
-            if lora is not None:
-                logger.info("%s already has an adapter; training continues on it (lora settings ignored)", path)
+            base_name = str(path.resolve()) if lora is not None else saved["base_model"]
         else:
-            base_name = saved["base_model"] if saved else name_or_path
+            if saved is not None:  # full weights saved by an agent (merged)
+                base_name = str(path.resolve())
+            else:
+                base_name = str(path.resolve()) if path.is_dir() else name_or_path
             resolved = resolve_model(name_or_path)
             model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype)
             tokenizer = AutoTokenizer.from_pretrained(resolved)
-            if lora is not None:
-                from peft import LoraConfig, get_peft_model
+        if lora is not None:
+            from peft import LoraConfig, get_peft_model
 
-                config = LoraConfig(
-                    r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                    target_modules=lora.target_modules, task_type="CAUSAL_LM",
-                )
-                with _quiet_peft():
-                    model = get_peft_model(model, config)
+            config = LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=lora.target_modules, task_type="CAUSAL_LM",
+            )
+            with _quiet_peft():
+                model = get_peft_model(model, config)
         model.to(dev)
         return cls(model, tokenizer, base_name=base_name)
 

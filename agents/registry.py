@@ -22,6 +22,7 @@ AGENTS: dict[str, str | tuple[str, dict[str, Any]]] = {
     "ppo": "agents.ppo",
     "step-ppo": ("agents.ppo", {"reward_placement": "step", "out": "runs/step-ppo"}),
     "grpo": "agents.grpo",
+    "dpo": "agents.dpo",
 }
 
 

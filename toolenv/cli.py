@@ -99,6 +99,7 @@ BENCHMARKS = {
     "env": ("benchmarks.env_speed", "env speed: episodes and steps per second under scripted actions"),
     "rollout": ("benchmarks.rollout_speed", "rollout loop tokens/s against model.generate; time inside env.step"),
     "trice": ("benchmarks.trice", "the TRICE pipeline: zero-shot -> BC -> RRHF, evaluated on held-out test splits"),
+    "steptool": ("benchmarks.steptool", "final-reward PPO vs step-PPO vs DPO vs GRPO from one BC warm start, same samples"),
 }
 
 
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_bench)
 
     p = sub.add_parser("train", help="train an agent: toolenv train NAME [options] (toolenv train NAME --help)", add_help=False)
-    p.add_argument("agent", help="agent name: bc, rrhf, ppo, step-ppo, a module path, or one registered under the toolenv.agents entry points")
+    p.add_argument("agent", help="agent name: bc, rrhf, ppo, step-ppo, grpo, dpo, a module path, or one registered under the toolenv.agents entry points")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(fn=_cmd_train)
 

@@ -163,3 +163,30 @@ def test_merged_weights_equal_adapter_forward_and_restore_exactly(policy: Policy
     assert torch.allclose(merged, expected, atol=1e-5)
     for n, p in policy.model.named_parameters():
         assert torch.equal(p, before[n]), n
+
+
+def test_training_from_a_saved_adapter_stacks_a_new_one_whose_reference_is_that_policy(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from agents.policy import LoraSettings
+
+    first = Policy.load(str(tiny_model_dir), lora=LoraSettings(r=2, alpha=4), device="cpu")
+    with torch.no_grad():
+        for name, p in first.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    bc_dir = first.save(tmp_path / "bc")
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        bc_logits = first.model(ids).logits
+    second = Policy.load(str(bc_dir), lora=LoraSettings(r=2, alpha=4), device="cpu")
+    assert second.base_name == str(bc_dir.resolve())
+    with torch.no_grad():
+        for name, p in second.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+        with second.reference() as ref:  # the reference is the BC policy, not the original base
+            assert torch.allclose(ref(ids).logits, bc_logits, atol=1e-5)
+        rl_logits = second.model(ids).logits
+    rl_dir = second.save(tmp_path / "rl")
+    again = Policy.load(str(rl_dir), device="cpu", trainable=False)  # resolves rl -> bc -> base
+    with torch.no_grad():
+        assert torch.allclose(again.model(ids).logits, rl_logits, atol=1e-5)

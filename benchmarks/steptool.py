@@ -1,0 +1,244 @@
+"""``toolenv bench steptool``: final-reward PPO vs step-PPO vs DPO vs GRPO on the same tasks and samples.
+
+StepTool's comparison (Yu et al. 2024): from one behaviour-cloning warm start, each algorithm trains
+on the same env with the same number of env samples (episodes) and the same reward functions, then
+all are evaluated greedily on the same held-out tasks. The table reports success rate, call success
+rate and the mean reward terms (mean ± std over seeds); the plot shows training success against
+env samples, with the final held-out success as markers.
+
+Everything is kept under ``{out}``: ``bc/`` (warm start and its evaluation), ``{algo}/seed{s}/``
+(model, evaluation, TensorBoard), ``results.json``, ``steptool_table.md`` and ``steptool.png``.
+Finished runs are not repeated, so an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import toolenv
+from agents import bc
+from agents.evaluate import evaluate_model
+
+__all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_steptool_table", "main", "run_steptool"]
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ("ppo", "step-ppo", "dpo", "grpo")
+
+
+@dataclass(frozen=True)
+class StepToolPreset:
+    """Sizes of one benchmark run."""
+
+    model: str = "smollm2-135m"
+    train_env: str = "toolenv/APIChain-v0"
+    test_env: str = "toolenv/APIChain-Test-v0"
+    algorithms: tuple[str, ...] = ALGORITHMS
+    seeds: tuple[int, ...] = (0,)
+    bc_steps: int = 60
+    bc_batch_size: int = 8
+    demos: int = 400
+    samples: int = 48  # env episodes per algorithm and seed
+    episodes_per_iteration: int = 8
+    eval_episodes: int = 40
+    eval_batch_size: int = 20
+    max_new_tokens: int = 64
+    lr: float = 2e-5
+    lora_r: int = 16
+
+
+PRESETS: dict[str, StepToolPreset] = {
+    "cpu": StepToolPreset(),
+    "full": StepToolPreset(seeds=(0, 1, 2), bc_steps=1000, bc_batch_size=32, demos=20_000, samples=20_000,
+                           episodes_per_iteration=64, eval_episodes=1000, eval_batch_size=64, max_new_tokens=128, lora_r=64),
+}
+
+
+def _agent_config(algo: str, preset: StepToolPreset, bc_dir: Path, out: Path, seed: int) -> tuple[Any, Any]:
+    """The agent module and its config for one run, all with the same sample budget."""
+    iterations = max(1, preset.samples // preset.episodes_per_iteration)
+    common: dict[str, Any] = {
+        "model": str(bc_dir), "env": [preset.train_env], "out": str(out), "max_steps": iterations, "seed": seed,
+        "lr": preset.lr, "lora_r": preset.lora_r, "lora_alpha": 2 * preset.lora_r, "max_new_tokens": preset.max_new_tokens,
+        "save_every": max(1, iterations // 3),
+    }
+    group = 4
+    if algo in ("ppo", "step-ppo"):
+        from agents import ppo
+
+        placement = "step" if algo == "step-ppo" else "final"
+        return ppo, ppo.Config(**common, reward_placement=placement, episodes_per_step=preset.episodes_per_iteration,
+                               minibatch_size=min(4, preset.episodes_per_iteration))
+    if algo == "grpo":
+        from agents import grpo
+
+        return grpo, grpo.Config(**common, group_size=group, tasks_per_step=max(1, preset.episodes_per_iteration // group))
+    if algo == "dpo":
+        from agents import dpo  # type: ignore[attr-defined]
+
+        return dpo, dpo.Config(**common, group_size=group, tasks_per_step=max(1, preset.episodes_per_iteration // group))
+    raise ValueError(f"Unknown algorithm {algo!r}: expected one of {list(ALGORITHMS)}.")
+
+
+def _evaluate(model: Path, preset: StepToolPreset, out: Path) -> dict[str, float]:
+    path = out / "metrics.json"
+    if path.exists():
+        return json.loads(path.read_text())[preset.test_env]
+    metrics = evaluate_model(str(model), [preset.test_env], episodes=preset.eval_episodes, out_dir=out,
+                             batch_size=preset.eval_batch_size, max_new_tokens=preset.max_new_tokens)
+    return metrics[preset.test_env]
+
+
+def _training_curve(run_dir: Path) -> list[tuple[float, float]]:
+    """(episodes, training success rate) pairs from a run's TensorBoard events."""
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:  # pragma: no cover - tensorboard is a dependency
+        return []
+    events = sorted((run_dir / "runs").rglob("events.out.tfevents*"))
+    if not events:
+        return []
+    acc = EventAccumulator(str(events[-1].parent))
+    acc.Reload()
+    tags = acc.Tags().get("scalars", [])
+    if "charts/episodes" not in tags or "charts/success_rate" not in tags:
+        return []
+    episodes = {e.step: e.value for e in acc.Scalars("charts/episodes")}
+    return [(episodes[e.step], e.value) for e in acc.Scalars("charts/success_rate") if e.step in episodes]
+
+
+def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
+    """Run the benchmark; returns ``{"preset", "runs": {algo: [per-seed metrics]}, "curves", "seconds"}``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"preset": asdict(preset), "runs": {}, "curves": {}, "seconds": {}}
+
+    # 1. the warm start: behaviour cloning on gold call sequences, evaluated like every algorithm
+    bc_dir = out / "bc" / "model"
+    start = time.perf_counter()
+    if not (bc_dir / "toolenv_policy.json").exists():
+        bc.train(bc.Config(model=preset.model, env=[preset.train_env], out=str(bc_dir), max_steps=preset.bc_steps,
+                           batch_size=preset.bc_batch_size, demos_per_env=preset.demos, lora_r=preset.lora_r,
+                           lora_alpha=2 * preset.lora_r, lr=3e-4, save_every=max(10, preset.bc_steps // 3)))
+    results["runs"]["bc"] = [_evaluate(bc_dir, preset, out / "bc" / "eval")]
+    results["seconds"]["bc"] = time.perf_counter() - start
+
+    # 2. every algorithm from the same warm start, the same samples, each seed
+    for algo in preset.algorithms:
+        start = time.perf_counter()
+        results["runs"][algo], results["curves"][algo] = [], []
+        for seed in preset.seeds:
+            run = out / algo / f"seed{seed}"
+            model_dir = run / "model"
+            if not (model_dir / "toolenv_policy.json").exists():
+                logger.info("%s seed %d: training on %d samples", algo, seed, preset.samples)
+                module, cfg = _agent_config(algo, preset, bc_dir, model_dir, seed)
+                module.train(cfg)
+            results["runs"][algo].append(_evaluate(model_dir, preset, run / "eval"))
+            results["curves"][algo].append(_training_curve(model_dir))
+        results["seconds"][algo] = time.perf_counter() - start
+
+    # 3. the table, the numbers, the plot
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "steptool_table.md").write_text(format_steptool_table(results) + "\n")
+    plot_steptool(results, out / "steptool.png")
+    return results
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    arr = np.asarray(values, dtype=np.float64)
+    return f"{100 * arr.mean():.1f} ± {100 * arr.std():.1f}" if arr.size > 1 else f"{100 * arr.mean():.1f}"
+
+
+def format_steptool_table(results: dict[str, Any]) -> str:
+    """One row per algorithm: success, call success, mean reward terms (mean ± std over seeds)."""
+    runs: dict[str, list[dict[str, float]]] = results["runs"]
+    terms = sorted({k for ms in runs.values() for m in ms for k in m if k.startswith("reward/")})
+    head = "| algorithm | samples | success % | call success % | turns | " + " | ".join(t[len("reward/"):] for t in terms) + " |"
+    lines = [head, "|---|---:|---:|---:|---:|" + "---:|" * len(terms)]
+    samples = results["preset"]["samples"]
+    for algo, ms in runs.items():
+        cells = [
+            algo, "0 (warm start)" if algo == "bc" else str(samples), _mean_std([m["accuracy"] for m in ms]),
+            _mean_std([m["call_success_rate"] for m in ms]), f"{np.mean([m['mean_turns'] for m in ms]):.2f}",
+        ]
+        cells += [f"{np.mean([m.get(t, 0.0) for m in ms]):.3f}" for t in terms]
+        lines.append("| " + " | ".join(cells) + " |")
+    p = results["preset"]
+    lines.append("")
+    lines.append(f"Greedy evaluation on the first {p['eval_episodes']} tasks of {p['test_env']}; trained on {p['train_env']} "
+                 f"from one BC warm start; {len(p['seeds'])} seed(s); model {p['model']}.")
+    return "\n".join(lines)
+
+
+def plot_steptool(results: dict[str, Any], path: str | Path) -> Path:
+    """Training success against env samples per algorithm, with held-out success as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    samples = results["preset"]["samples"]
+    bc_success = 100 * results["runs"]["bc"][0]["accuracy"]
+    ax.axhline(bc_success, color="gray", linestyle=":", label=f"BC warm start (held-out {bc_success:.0f}%)")
+    for k, algo in enumerate(a for a in results["runs"] if a != "bc"):
+        color = f"C{k}"
+        for curve in results["curves"].get(algo, []):
+            if curve:
+                xs, ys = zip(*curve)
+                ax.plot(xs, [100 * y for y in ys], color=color, alpha=0.6)
+        held_out = [100 * m["accuracy"] for m in results["runs"][algo]]
+        ax.scatter([samples] * len(held_out), held_out, color=color, marker="o", zorder=3, label=f"{algo} (held-out)")
+    ax.set_xlabel("env samples (episodes)")
+    ax.set_ylabel("success rate (%)")
+    ax.set_title("StepTool comparison: training success vs samples")
+    ax.set_ylim(-2, 102)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``toolenv bench steptool [--preset cpu|full] [--out DIR] ...``: run and print the table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="toolenv bench steptool", description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~30 min on 2 cores; full: for a GPU")
+    parser.add_argument("--out", default="runs/steptool", help="output directory (an interrupted run continues here)")
+    parser.add_argument("--model", default=None, help="base model (default: smollm2-135m)")
+    parser.add_argument("--train-env", default=None, help="training env id (default toolenv/APIChain-v0)")
+    parser.add_argument("--test-env", default=None, help="held-out env id (default toolenv/APIChain-Test-v0)")
+    parser.add_argument("--algorithm", action="append", choices=list(ALGORITHMS), default=[], help="repeatable; default all")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
+    for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the preset's {name}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
+                                 if k in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "model", "train_env", "test_env")
+                                 and v is not None}
+    if args.algorithm:
+        overrides["algorithms"] = tuple(args.algorithm)
+    if args.seeds:
+        overrides["seeds"] = tuple(range(args.seeds))
+    for key in ("train_env", "test_env"):
+        if key in overrides and overrides[key] not in toolenv.ENV_INFO:
+            parser.error(f"unknown env id {overrides[key]!r}; see `toolenv list`")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    results = run_steptool(replace(PRESETS[args.preset], **overrides), args.out)
+    print(format_steptool_table(results))
+    total = sum(results["seconds"].values())
+    print(f"\n{total / 60:.1f} min; wrote results.json, steptool_table.md and steptool.png to {args.out}")
+    return 0
