@@ -40,25 +40,27 @@ class StepToolPreset:
     """Sizes of one benchmark run."""
 
     model: str = "smollm2-135m"
-    train_env: str = "toolenv/APIChain-v0"
-    test_env: str = "toolenv/APIChain-Test-v0"
+    # Level 1 (two dependent calls, three tools) keeps episodes near 600 tokens; the full task family
+    # lists ten tool schemas (about 1,500 tokens an episode), which is for a GPU.
+    train_env: str = "toolenv/APIChain-L1-v0"
+    test_env: str = "toolenv/APIChain-L1-Test-v0"
     algorithms: tuple[str, ...] = ALGORITHMS
     seeds: tuple[int, ...] = (0,)
-    bc_steps: int = 60
-    bc_batch_size: int = 8
+    bc_steps: int = 40
+    bc_batch_size: int = 4
     demos: int = 400
-    samples: int = 48  # env episodes per algorithm and seed
+    samples: int = 32  # env episodes per algorithm and seed
     episodes_per_iteration: int = 8
-    eval_episodes: int = 40
-    eval_batch_size: int = 20
-    max_new_tokens: int = 64
+    eval_episodes: int = 30
+    eval_batch_size: int = 15
+    max_new_tokens: int = 48
     lr: float = 2e-5
     lora_r: int = 16
 
 
 PRESETS: dict[str, StepToolPreset] = {
     "cpu": StepToolPreset(),
-    "full": StepToolPreset(seeds=(0, 1, 2), bc_steps=1000, bc_batch_size=32, demos=20_000, samples=20_000,
+    "full": StepToolPreset(train_env="toolenv/APIChain-v0", test_env="toolenv/APIChain-Test-v0", seeds=(0, 1, 2), bc_steps=1000, bc_batch_size=32, demos=20_000, samples=20_000,
                            episodes_per_iteration=64, eval_episodes=1000, eval_batch_size=64, max_new_tokens=128, lora_r=64),
 }
 
@@ -218,8 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~30 min on 2 cores; full: for a GPU")
     parser.add_argument("--out", default="runs/steptool", help="output directory (an interrupted run continues here)")
     parser.add_argument("--model", default=None, help="base model (default: smollm2-135m)")
-    parser.add_argument("--train-env", default=None, help="training env id (default toolenv/APIChain-v0)")
-    parser.add_argument("--test-env", default=None, help="held-out env id (default toolenv/APIChain-Test-v0)")
+    parser.add_argument("--train-env", default=None, help="training env id (preset cpu: toolenv/APIChain-L1-v0; full: toolenv/APIChain-v0)")
+    parser.add_argument("--test-env", default=None, help="held-out env id (preset cpu: toolenv/APIChain-L1-Test-v0; full: toolenv/APIChain-Test-v0)")
     parser.add_argument("--algorithm", action="append", choices=list(ALGORITHMS), default=[], help="repeatable; default all")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
     for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos"):
