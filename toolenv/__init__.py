@@ -97,3 +97,27 @@ for _suffix, _split, _level, _tools, _desc in (
     )
 # --- APIChain ---
 
+# --- BFCL ---
+# Needs the optional bfcl-eval package: pip install --no-deps bfcl-eval==2026.3.23 && pip install mpmath
+register_env(
+    "toolenv/BFCLMultiTurn-v0",
+    "toolenv.envs.bfcl:BFCLMultiTurnEnv",
+    description="BFCL v4 multi-turn conversations with stateful APIs (file system, messaging, trading, travel, "
+    "vehicle, ...), scored by BFCL's state and execution checks; category= base, miss_func, miss_param, "
+    "long_context. Needs bfcl-eval.",
+    tools=("the involved BFCL API classes' methods",),
+    datasets=("bfcl:multi_turn_base",),
+    max_episode_steps=60,
+    kwargs={"category": "base"},
+)
+register_env(
+    "toolenv/BFCL-v0",
+    "toolenv.envs.bfcl:BFCLEnv",
+    description="BFCL v4 single-turn function calling scored by BFCL's AST checker; category= simple_python, "
+    "multiple, parallel, parallel_multiple, irrelevance. Needs bfcl-eval.",
+    tools=("the task's function docs (not executed)",),
+    datasets=("bfcl:simple_python",),
+    max_episode_steps=1,
+    kwargs={"category": "simple_python"},
+)
+# --- BFCL ---

@@ -122,5 +122,5 @@ class TestJson:
 
 
 def test_make_protocol_names_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"expected one of \['json', 'react', 'trice'\]\. Did you mean 'react'\?"):
+    with pytest.raises(ValueError, match=r"expected one of \['json', 'python', 'react', 'trice'\]\. Did you mean 'react'\?"):
         make_protocol("reakt")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from toolenv.protocols.base import Action, Protocol
 from toolenv.protocols.json_calls import JsonProtocol
+from toolenv.protocols.python_calls import PythonProtocol
 from toolenv.protocols.react import ReactProtocol, json_between_braces
 from toolenv.protocols.trice import TriceProtocol
 
@@ -19,6 +20,7 @@ __all__ = [
     "Action",
     "JsonProtocol",
     "Protocol",
+    "PythonProtocol",
     "ReactProtocol",
     "TriceProtocol",
     "json_between_braces",
@@ -29,11 +31,12 @@ PROTOCOLS: dict[str, type[Protocol]] = {
     "trice": TriceProtocol,
     "react": ReactProtocol,
     "json": JsonProtocol,
+    "python": PythonProtocol,
 }
 
 
 def make_protocol(protocol: str | Protocol) -> Protocol:
-    """A protocol instance from its name (``"trice"``, ``"react"``, ``"json"``) or an instance."""
+    """A protocol instance from its name (``"trice"``, ``"react"``, ``"json"``, ``"python"``) or an instance."""
     if isinstance(protocol, Protocol):
         return protocol
     if protocol not in PROTOCOLS:
