@@ -112,8 +112,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from agents.config import config_from_args
-    from agents.registry import agent_defaults, load_agent
+    from agents.registry import agent_defaults, available_agents, load_agent
 
+    if args.agent in (None, "-h", "--help", "list"):
+        names = ", ".join(sorted(available_agents()))
+        print(f"usage: toolenv train AGENT [options]   (toolenv train AGENT --help lists its options)\nagents: {names}")
+        return 0
     try:
         agent = load_agent(args.agent)
     except ValueError as e:
@@ -161,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_bench)
 
     p = sub.add_parser("train", help="train an agent: toolenv train NAME [options] (toolenv train NAME --help)", add_help=False)
-    p.add_argument("agent", help="agent name: bc, rrhf, ppo, step-ppo, grpo, dpo, a module path, or one registered under the toolenv.agents entry points")
+    p.add_argument("agent", nargs="?", help="agent name: bc, rrhf, ppo, step-ppo, grpo, dpo, a module path, or one registered under the toolenv.agents entry points")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(fn=_cmd_train)
 
