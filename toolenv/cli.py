@@ -188,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``toolenv`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["train"], ["bench"]) and argv[1:2] in (["-h"], ["--help"]):
+        argv = argv[:1] if argv[0] == "train" else ["bench", "--what-help"]
+    if argv == ["bench", "--what-help"] or argv == ["bench"]:
+        print("usage: toolenv bench WHAT [options]   (toolenv bench WHAT --help lists its options)")
+        for name, (_, text) in BENCHMARKS.items():
+            print(f"  {name:<9} {text}")
+        return 0
     args = build_parser().parse_args(argv)
     return int(args.fn(args) or 0)
 

@@ -69,3 +69,12 @@ def test_bench_env_prints_a_table() -> None:
     out = run("bench", "env", "--env", "toolenv/Math-v0", "--episodes", "300")
     assert out.returncode == 0, out.stderr
     assert "| toolenv/Math-v0 | trice |" in out.stdout and "| toolenv/Math-v0 | json |" in out.stdout
+
+
+def test_train_and_bench_help_list_the_choices() -> None:
+    out = run("train", "--help")
+    assert out.returncode == 0 and "agents: bc, dpo, grpo, ppo, rrhf, step-ppo" in out.stdout
+    out = run("bench")
+    assert out.returncode == 0 and all(f"  {name}" in out.stdout for name in ("env", "rollout", "trice", "steptool"))
+    out = run("train", "nosuch")
+    assert out.returncode != 0 and "Unknown agent 'nosuch'" in out.stderr
