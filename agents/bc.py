@@ -32,8 +32,8 @@ from agents.rollout import Trajectory, load_trajectories, scripted_trajectory
 from agents.utils import (
     Checkpointer,
     TokenScorer,
-    check_ranks_agree,
     collate,
+    finish_run,
     linear_warmup,
     load_policy_for_training,
     make_writer,
@@ -158,14 +158,7 @@ def train(cfg: Config) -> Path:
                 checkpointer.save(step + 1, policy.model, optimizer, scheduler, run_name=run_name)
 
     # 4. check data-parallel ranks agree, then save where `toolenv eval --model OUT` finds it
-    accelerator.wait_for_everyone()
-    check_ranks_agree(accelerator, policy.model, out)
-    if accelerator.is_main_process:
-        policy.save(out, merged=cfg.merge, extra={"agent": "bc", "steps": cfg.max_steps})
-        checkpointer.save(cfg.max_steps, policy.model, optimizer, scheduler, run_name=run_name)
-        if writer is not None:
-            writer.close()
-    return out
+    return finish_run(accelerator, cfg, policy, policy.model, optimizer, scheduler, checkpointer, writer, agent="bc", run_name=run_name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,8 +48,8 @@ from agents.rollout import GenerationSettings, Trajectory, load_trajectories, ro
 from agents.utils import (
     Checkpointer,
     TokenScorer,
-    check_ranks_agree,
     collate,
+    finish_run,
     linear_warmup,
     load_policy_for_training,
     make_writer,
@@ -419,14 +419,8 @@ def train(cfg: Config) -> Path:
 
     # 8. check data-parallel ranks agree, then save where `toolenv eval --model OUT` finds it
     source.close()
-    accelerator.wait_for_everyone()
-    check_ranks_agree(accelerator, policy.model, out)
-    if accelerator.is_main_process:
-        policy.save(out, merged=cfg.merge, extra={"agent": "dpo", "steps": cfg.max_steps, "episodes": episodes_seen})
-        checkpointer.save(cfg.max_steps, policy.model, optimizer, scheduler, run_name=run_name, episodes=episodes_seen)
-        if writer is not None:
-            writer.close()
-    return out
+    return finish_run(accelerator, cfg, policy, policy.model, optimizer, scheduler, checkpointer, writer, agent="dpo",
+                      run_name=run_name, extra={"episodes": episodes_seen})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,8 @@ from agents.rollout import GenerationSettings, Trajectory, rollout
 from agents.utils import (
     Checkpointer,
     TokenScorer,
-    check_ranks_agree,
     collate,
+    finish_run,
     linear_warmup,
     load_policy_for_training,
     make_writer,
@@ -234,13 +234,8 @@ def train(cfg: Config) -> Path:
                 checkpointer.save(step + 1, raw_scorer, optimizer, scheduler, run_name=run_name, episodes=episodes_seen)
 
     # 7. check ranks agree, save
-    accelerator.wait_for_everyone()
-    check_ranks_agree(accelerator, raw_scorer, out)
-    if accelerator.is_main_process:
-        policy.save(out, merged=cfg.merge, extra={"agent": "grpo", "steps": cfg.max_steps, "episodes": episodes_seen})
-        checkpointer.save(cfg.max_steps, raw_scorer, optimizer, scheduler, run_name=run_name, episodes=episodes_seen)
-        if writer is not None:
-            writer.close()
+    finish_run(accelerator, cfg, policy, raw_scorer, optimizer, scheduler, checkpointer, writer, agent="grpo",
+               run_name=run_name, extra={"episodes": episodes_seen})
     for group in envs.values():
         for env in group:
             env.close()

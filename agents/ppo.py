@@ -49,8 +49,8 @@ from agents.rollout import GenerationSettings, Trajectory, load_trajectories, ro
 from agents.utils import (
     Checkpointer,
     TokenScorer,
-    check_ranks_agree,
     collate,
+    finish_run,
     linear_warmup,
     load_policy_for_training,
     make_writer,
@@ -249,14 +249,8 @@ def train(cfg: Config) -> Path:
                 checkpointer.save(step + 1, raw_scorer, optimizer, scheduler, run_name=run_name, episodes=episodes_seen)
 
     # 8. check ranks agree, save the policy and the critic
-    accelerator.wait_for_everyone()
-    check_ranks_agree(accelerator, raw_scorer, out)
-    if accelerator.is_main_process:
-        policy.save(out, merged=cfg.merge, extra={"agent": algo, "steps": cfg.max_steps, "episodes": episodes_seen})
-        torch.save(value_head.state_dict(), out / "value_head.pt")
-        checkpointer.save(cfg.max_steps, raw_scorer, optimizer, scheduler, run_name=run_name, episodes=episodes_seen)
-        if writer is not None:
-            writer.close()
+    finish_run(accelerator, cfg, policy, raw_scorer, optimizer, scheduler, checkpointer, writer, agent=algo,
+               run_name=run_name, extra={"episodes": episodes_seen}, files={"value_head.pt": value_head.state_dict()})
     for env in envs:
         env.close()
     return out

@@ -50,8 +50,8 @@ from agents.rollout import GenerationSettings, Trajectory, load_trajectories, ro
 from agents.utils import (
     Checkpointer,
     TokenScorer,
-    check_ranks_agree,
     collate,
+    finish_run,
     linear_warmup,
     load_policy_for_training,
     make_writer,
@@ -407,14 +407,7 @@ def train(cfg: Config) -> Path:
 
     # 4. check data-parallel ranks agree, then save where `toolenv eval --model OUT` finds it
     candidates.close()
-    accelerator.wait_for_everyone()
-    check_ranks_agree(accelerator, policy.model, out)
-    if accelerator.is_main_process:
-        policy.save(out, merged=cfg.merge, extra={"agent": "rrhf", "steps": cfg.max_steps})
-        checkpointer.save(cfg.max_steps, policy.model, optimizer, scheduler, run_name=run_name)
-        if writer is not None:
-            writer.close()
-    return out
+    return finish_run(accelerator, cfg, policy, policy.model, optimizer, scheduler, checkpointer, writer, agent="rrhf", run_name=run_name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from agents.rollout import Trajectory
 __all__ = [
     "Checkpointer",
     "check_ranks_agree",
+    "finish_run",
     "TokenScorer",
     "collate",
     "load_policy_for_training",
@@ -198,3 +199,37 @@ def check_ranks_agree(accelerator: Any, model: nn.Module, out: str | Path | None
     if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
         raise RuntimeError(f"Data-parallel ranks ended with different weights: checksums {sums}.")
     return [float(x) for x in sums]
+
+
+def finish_run(
+    accelerator: Any,
+    cfg: TrainConfig,
+    policy: Policy,
+    trained: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    checkpointer: Checkpointer,
+    writer: Any,
+    *,
+    agent: str,
+    run_name: str | None,
+    extra: dict[str, Any] | None = None,
+    files: dict[str, Any] | None = None,
+) -> Path:
+    """The end of every training run: ranks agree, the policy is saved where ``toolenv eval --model OUT``
+    finds it (plus any ``files`` as ``torch.save``d objects, e.g. a critic), the final checkpoint, the writer closed.
+
+    ``trained`` is the module whose trainable weights are checked and checkpointed (the policy's
+    model, or a scorer that also holds a value head).
+    """
+    out = Path(cfg.out)
+    accelerator.wait_for_everyone()
+    check_ranks_agree(accelerator, trained, out)
+    if accelerator.is_main_process:
+        policy.save(out, merged=cfg.merge, extra={"agent": agent, "steps": cfg.max_steps, **(extra or {})})
+        for name, obj in (files or {}).items():
+            torch.save(obj, out / name)
+        checkpointer.save(cfg.max_steps, trained, optimizer, scheduler, run_name=run_name, **(extra or {}))
+        if writer is not None:
+            writer.close()
+    return out
