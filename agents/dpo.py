@@ -44,7 +44,7 @@ import torch.nn.functional as F
 import toolenv  # noqa: F401  (registers the env ids)
 from agents.config import TrainConfig, check_positive, config_from_args
 from agents.policy import Policy
-from agents.rollout import GenerationSettings, Trajectory, load_trajectories, rollout, scripted_trajectory
+from agents.rollout import GenerationSettings, Trajectory, load_trajectories, rollout_groups, scripted_trajectory
 from agents.utils import (
     Checkpointer,
     TokenScorer,
@@ -287,23 +287,8 @@ class PairSource:
         if self.cfg.data is not None:
             return [p for g in picked for p in self.offline[g]], []
         tasks = [self.tasks[g] for g in picked]
-        envs: list[gym.Env] = []
-        options: list[dict[str, Any]] = []
-        env_ids: list[str] = []
-        used = dict.fromkeys(self.envs, 0)
-        for env_id, index in tasks:
-            for _ in range(self.cfg.group_size):
-                pool = self.envs[env_id]
-                if used[env_id] >= len(pool):
-                    pool.append(gym.make(env_id, **self.cfg.env_kwargs))
-                envs.append(pool[used[env_id]])
-                used[env_id] += 1
-                options.append({"index": index})
-                env_ids.append(env_id)
-        was_training = policy.model.training
-        policy.model.eval()  # no dropout while sampling
-        samples = rollout(policy, envs, settings=self.settings, options=options, env_ids=env_ids)
-        policy.model.train(was_training)
+        samples = rollout_groups(policy, self.envs, tasks, self.cfg.group_size, settings=self.settings,
+                                 env_kwargs=self.cfg.env_kwargs)
         pairs: list[PreferencePair] = []
         k = self.cfg.group_size
         for g, (env_id, index) in enumerate(tasks):

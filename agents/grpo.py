@@ -26,7 +26,7 @@ import torch
 import toolenv  # noqa: F401  (registers the env ids)
 from agents.config import TrainConfig, check_in, check_positive, config_from_args
 from agents.ppo_losses import kl_penalty, masked_mean, policy_loss
-from agents.rollout import GenerationSettings, Trajectory, rollout
+from agents.rollout import GenerationSettings, Trajectory, rollout, step_rewards_of
 from agents.utils import (
     Checkpointer,
     TokenScorer,
@@ -114,14 +114,6 @@ def token_advantages(step_adv: Sequence[Sequence[float]], trajectories: Sequence
     return out
 
 
-def _rewards_of(t: Trajectory, source: str) -> list[float]:
-    if source == "hindsight" and t.infos:
-        hindsight = t.infos[-1].get("step_rewards")
-        if isinstance(hindsight, list) and len(hindsight) == len(t.rewards):
-            return [float(r) for r in hindsight]
-    return list(t.rewards)
-
-
 def train(cfg: Config) -> Path:
     """Train and save the policy to ``cfg.out``; returns that directory."""
     from accelerate import Accelerator
@@ -177,7 +169,7 @@ def train(cfg: Config) -> Path:
         step_adv: list[list[float]] = []
         for g in range(cfg.tasks_per_step):
             group = trajs[g * cfg.group_size : (g + 1) * cfg.group_size]
-            step_adv += group_advantages([_rewards_of(t, cfg.reward_source) for t in group], cfg.reward_placement, scale=cfg.scale_rewards)
+            step_adv += group_advantages([step_rewards_of(t, cfg.reward_source) for t in group], cfg.reward_placement, scale=cfg.scale_rewards)
         keep = [i for i, t in enumerate(trajs) if t.action_ends]
         trajs, step_adv = [trajs[i] for i in keep], [step_adv[i] for i in keep]
         batch = collate(trajs, pad, accelerator.device)

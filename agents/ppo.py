@@ -45,7 +45,7 @@ from agents.ppo_losses import (
     policy_loss,
     value_loss,
 )
-from agents.rollout import GenerationSettings, Trajectory, load_trajectories, rollout
+from agents.rollout import GenerationSettings, Trajectory, load_trajectories, rollout, step_rewards_of
 from agents.utils import (
     Checkpointer,
     TokenScorer,
@@ -111,15 +111,6 @@ class ValueHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.linear(hidden)
-
-
-def step_rewards_of(traj: Trajectory, source: str) -> list[float]:
-    """Each step's reward: the env's hindsight ``step_rewards`` (end-of-episode info) or the immediate ones."""
-    if source == "hindsight" and traj.infos:
-        hindsight = traj.infos[-1].get("step_rewards")
-        if isinstance(hindsight, list) and len(hindsight) == len(traj.rewards):
-            return [float(r) for r in hindsight]
-    return list(traj.rewards)
 
 
 def _episode_stats(trajs: list[Trajectory]) -> dict[str, float]:

@@ -34,8 +34,10 @@ __all__ = [
     "VLLMGenerator",
     "load_trajectories",
     "rollout",
+    "rollout_groups",
     "save_trajectories",
     "scripted_trajectory",
+    "step_rewards_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -450,6 +452,46 @@ def rollout(
             ep.act(new_ids, logprobs, text, eos_ids)
         turn += 1
     return [ep.traj for ep in episodes]
+
+
+def rollout_groups(
+    policy: Policy,
+    pools: dict[str, list[gym.Env]],
+    tasks: Sequence[tuple[str, int]],
+    group_size: int,
+    *,
+    settings: GenerationSettings,
+    env_kwargs: dict[str, Any] | None = None,
+) -> list[Trajectory]:
+    """``group_size`` episodes of each ``(env_id, index)`` task, all in one :func:`rollout` call.
+
+    Envs come from ``pools`` (one list per env id, grown with ``gym.make`` as needed and kept for
+    the next call); the trajectories of task ``k`` are ``[k * group_size, (k + 1) * group_size)``.
+    """
+    envs: list[gym.Env] = []
+    options: list[dict[str, Any] | None] = []
+    env_ids: list[str] = []
+    used = dict.fromkeys(pools, 0)
+    for env_id, index in tasks:
+        pool = pools.setdefault(env_id, [])
+        used.setdefault(env_id, 0)
+        for _ in range(group_size):
+            if used[env_id] >= len(pool):
+                pool.append(gym.make(env_id, **(env_kwargs or {})))
+            envs.append(pool[used[env_id]])
+            used[env_id] += 1
+            options.append({"index": index})
+            env_ids.append(env_id)
+    return rollout(policy, envs, settings=settings, options=options, env_ids=env_ids) if envs else []
+
+
+def step_rewards_of(traj: Trajectory, source: str) -> list[float]:
+    """Each step's reward: the env's hindsight ``step_rewards`` (end-of-episode info) or the immediate ones."""
+    if source == "hindsight" and traj.infos:
+        hindsight = traj.infos[-1].get("step_rewards")
+        if isinstance(hindsight, list) and len(hindsight) == len(traj.rewards):
+            return [float(r) for r in hindsight]
+    return list(traj.rewards)
 
 
 def scripted_trajectory(

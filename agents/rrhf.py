@@ -46,7 +46,7 @@ import torch
 import toolenv  # noqa: F401  (registers the env ids)
 from agents.config import TrainConfig, check_in, check_positive, config_from_args
 from agents.policy import Policy
-from agents.rollout import GenerationSettings, Trajectory, load_trajectories, rollout, scripted_trajectory
+from agents.rollout import GenerationSettings, Trajectory, load_trajectories, rollout_groups, scripted_trajectory
 from agents.utils import (
     Checkpointer,
     TokenScorer,
@@ -279,25 +279,8 @@ class Candidates:
         Candidates without model tokens (an episode cut before its first action) are dropped:
         they have no likelihood to rank.
         """
-        envs: list[gym.Env] = []
-        options: list[dict[str, Any]] = []
-        env_ids: list[str] = []
-        used = dict.fromkeys(self.envs, 0)
-        for env_id, index in picked:
-            for _ in range(self.cfg.num_samples):
-                pool = self.envs[env_id]
-                if used[env_id] >= len(pool):
-                    pool.append(gym.make(env_id, **self.cfg.env_kwargs))
-                envs.append(pool[used[env_id]])
-                used[env_id] += 1
-                options.append({"index": index})
-                env_ids.append(env_id)
-        samples: list[Trajectory] = []
-        if envs:
-            was_training = policy.model.training
-            policy.model.eval()  # no dropout while sampling
-            samples = rollout(policy, envs, settings=self.settings, options=options, env_ids=env_ids)
-            policy.model.train(was_training)
+        samples = rollout_groups(policy, self.envs, picked, self.cfg.num_samples, settings=self.settings,
+                                 env_kwargs=self.cfg.env_kwargs)
         groups = []
         k = self.cfg.num_samples
         for g, (env_id, index) in enumerate(picked):
