@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from agents import grpo
 from agents.policy import Policy
@@ -51,7 +50,6 @@ def test_grpo_trains(placement: str, tiny_model_dir: Path, tmp_path: Path) -> No
     trained = Policy.load(str(out), device="cpu")
     assert any(p.abs().sum() > 0 for n, p in trained.model.named_parameters() if "lora_B" in n)
     assert any((Path(out) / "runs").rglob("events.out.tfevents*"))
-    assert torch.__version__
 
 
 def test_config_validation() -> None:
