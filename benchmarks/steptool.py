@@ -45,16 +45,16 @@ class StepToolPreset:
     train_env: str = "toolenv/APIChain-L1-v0"
     test_env: str = "toolenv/APIChain-L1-Test-v0"
     algorithms: tuple[str, ...] = ALGORITHMS
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1)  # two seeds, so the table has a spread
     bc_steps: int = 10  # a short warm start: 40 steps already solve level 1, leaving RL nothing to show
     bc_batch_size: int = 4
     demos: int = 400
-    samples: int = 32  # env episodes per algorithm and seed
+    samples: int = 24  # env episodes per algorithm and seed
     episodes_per_iteration: int = 8
-    eval_episodes: int = 30
-    eval_batch_size: int = 15
+    eval_episodes: int = 24
+    eval_batch_size: int = 24  # one batch: batched decoding is ~10x faster per sequence on CPU
     max_new_tokens: int = 48
-    lr: float = 2e-5
+    lr: float = 5e-5  # LoRA; 2e-5 left the policy within KL 1e-4 of the warm start after 32 samples
     lora_r: int = 16
 
 
