@@ -5,7 +5,10 @@ so a demonstration has exactly the tokens a rollout would have: the prompt, the 
 (a call such as ``calculator((12/60)*50)``), the tool's real output as a tool turn, and the final
 answer. The loss is the negative log-likelihood of the model's tokens only (prompt and tool
 output are masked), averaged over tokens. Demonstrations can also come from a file
-(``--data FILE``): trajectories saved by any agent or by ``toolenv ste``.
+(``--data FILE``), JSON Lines of either kind, mixed freely: trajectories saved by any agent (lines
+with ``"token_ids"``), or chat examples such as ``toolenv ste build`` writes (lines with
+``"messages"``: system, user, then assistant and tool turns), which are tokenised with the
+policy's tokenizer by :func:`agents.rollout.chat_trajectory`, so only the assistant turns are trained.
 
 A small loop rather than TRL's ``SFTTrainer``: the data are token sequences with action masks from
 the rollout loop (multi-turn, tool turns masked), which ``SFTTrainer``'s prompt/completion format
@@ -16,6 +19,7 @@ Run: ``toolenv train bc --model smollm2-135m --env toolenv/Math-v0 --out runs/bc
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -28,7 +32,7 @@ import torch
 
 import toolenv  # noqa: F401  (registers the env ids)
 from agents.config import TrainConfig, check_positive, config_from_args
-from agents.rollout import Trajectory, load_trajectories, scripted_trajectory
+from agents.rollout import Trajectory, chat_trajectory, scripted_trajectory
 from agents.utils import (
     Checkpointer,
     TokenScorer,
@@ -40,7 +44,7 @@ from agents.utils import (
     set_seed,
 )
 
-__all__ = ["Config", "bc_loss", "demonstrations", "main", "train"]
+__all__ = ["Config", "bc_loss", "demonstrations", "load_demonstrations", "main", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ class Config(TrainConfig):
     out: str = field(default="runs/bc", metadata={"help": "output directory"})
     demos_per_env: int = field(default=2000, metadata={"help": "training tasks per env (the first N of its split)"})
     require_solution: bool = field(default=True, metadata={"help": "keep only tasks with a gold tool call"})
-    data: str | None = field(default=None, metadata={"help": "JSONL of trajectories to clone instead of env demonstrations"})
+    data: str | None = field(default=None, metadata={"help": "JSONL of trajectories (token_ids) or chat examples (messages) to clone instead of env demonstrations"})
     successful_only: bool = field(default=True, metadata={"help": "with --data: keep only successful trajectories"})
 
     def __post_init__(self) -> None:
@@ -77,12 +81,40 @@ def bc_loss(token_logprobs: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torc
     return loss, {"nll": loss.item(), "perplexity": math.exp(min(loss.item(), 50.0)), "mean_token_prob": accuracy_proxy, "tokens": float(n.item())}
 
 
+def load_demonstrations(path: str | Path, tokenizer: Any) -> list[Trajectory]:
+    """Read a JSONL file of saved trajectories (``"token_ids"``) and/or chat examples (``"messages"``).
+
+    Chat examples become trajectories through :func:`agents.rollout.chat_trajectory` with
+    ``tokenizer``; their other fields (``api``, ``query``, ...) are kept as the trajectory's task.
+    """
+    trajs: list[Trajectory] = []
+    with Path(path).open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"Expected a JSON object on line {lineno} of {path}, got invalid JSON ({e}).") from None
+            if isinstance(record, dict) and "token_ids" in record:
+                trajs.append(Trajectory.from_dict(record))
+            elif isinstance(record, dict) and isinstance(record.get("messages"), list):
+                task = {k: v for k, v in record.items() if k not in ("messages", "env_id")}
+                trajs.append(chat_trajectory(record["messages"], tokenizer, env_id=str(record.get("env_id", "")), task=task))
+            else:
+                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+                raise ValueError(f"Expected line {lineno} of {path} to have 'token_ids' (a trajectory) or 'messages' (a chat example), got {keys}.")
+    return trajs
+
+
 def demonstrations(cfg: Config, tokenizer: Any) -> list[Trajectory]:
-    """Gold demonstrations for every env of ``cfg.env`` (or the trajectories in ``cfg.data``)."""
+    """Gold demonstrations for every env of ``cfg.env`` (or the trajectories / chat examples in ``cfg.data``)."""
     if cfg.data is not None:
-        trajs = load_trajectories(cfg.data)
+        trajs = load_demonstrations(cfg.data, tokenizer)
         kept = [t for t in trajs if t.success or not cfg.successful_only]
         logger.info("Loaded %d trajectories from %s, kept %d", len(trajs), cfg.data, len(kept))
+        if not kept:
+            raise ValueError(f"Expected at least one successful trajectory or chat example in {cfg.data}, got none of {len(trajs)}.")
         return kept
     demos: list[Trajectory] = []
     for env_id in cfg.env:

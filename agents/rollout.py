@@ -32,6 +32,7 @@ __all__ = [
     "HFGenerator",
     "Trajectory",
     "VLLMGenerator",
+    "chat_trajectory",
     "load_trajectories",
     "rollout",
     "rollout_groups",
@@ -518,6 +519,71 @@ def scripted_trajectory(
         ids = fmt.action_ids(text)
         ep.act(ids, [0.0] * len(ids), text, [eos_id])
     return ep.traj
+
+
+def chat_trajectory(
+    messages: Sequence[dict[str, Any]],
+    tokenizer: Any,
+    *,
+    env_id: str = "",
+    task: dict[str, Any] | None = None,
+) -> Trajectory:
+    """A chat transcript (``system``/``user``, then ``assistant`` and ``tool`` turns) laid out like a rollout.
+
+    The messages before the first assistant turn are the prompt; each assistant turn is an action
+    (its text, then end of turn; action mask 1); the ``tool`` or ``user`` messages after it are the
+    observation, rendered by :class:`ChatFormat` exactly as :func:`rollout` renders an env's
+    messages. So the transcript of an env episode gives the same tokens as
+    :func:`scripted_trajectory` playing the same actions in that env. Non-assistant messages after
+    the last assistant turn carry nothing to learn and are dropped. The trajectory is marked
+    successful and terminated: it is a demonstration (as from ``toolenv ste build``).
+
+    Args:
+        messages: Chat messages with ``role`` and ``content`` (tool messages may carry ``name``).
+        tokenizer: The policy's tokenizer, with a chat template.
+        env_id: Recorded in the trajectory.
+        task: Recorded as the trajectory's task (default: ``{"question": <last user message of the prompt>}``).
+    """
+    roles = [m.get("role") for m in messages]
+    if "assistant" not in roles:
+        raise ValueError(f"Expected a chat with at least one assistant turn, got roles {roles}.")
+    first = roles.index("assistant")
+    if first == 0:
+        raise ValueError("Expected the chat to start with a prompt (system or user messages), got an assistant turn first.")
+    fmt = ChatFormat(tokenizer)
+    eos_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    prompt_messages = [ChatFormat._normalise(m) for m in messages[:first]]
+    if task is None:
+        users = [m["content"] for m in prompt_messages if m.get("role") == "user"]
+        task = {"question": users[-1] if users else ""}
+    prompt = fmt.prompt_ids(prompt_messages)
+    traj = Trajectory(env_id=env_id, task=dict(task), token_ids=list(prompt), action_mask=[0] * len(prompt),
+                      logprobs=[0.0] * len(prompt), prompt_length=len(prompt))
+    i = first
+    while i < len(messages):
+        text = str(messages[i].get("content") or "")
+        ids = fmt.action_ids(text)
+        traj.token_ids.extend(ids)
+        traj.action_mask.extend([1] * len(ids))
+        traj.logprobs.extend([0.0] * len(ids))
+        traj.action_ends.append(len(traj.token_ids) - 1)
+        traj.actions.append(text)
+        traj.rewards.append(0.0)
+        traj.reward_terms.append({})
+        traj.infos.append({})
+        j = i + 1
+        while j < len(messages) and messages[j].get("role") != "assistant":
+            j += 1
+        if j < len(messages):  # another action follows: its observation opens the next turn
+            new = list(messages[i + 1 : j])
+            obs_ids = fmt.observation_ids(new, action_ended_with_eos=ids[-1] == eos_id)
+            traj.token_ids.extend(obs_ids)
+            traj.action_mask.extend([0] * len(obs_ids))
+            traj.logprobs.extend([0.0] * len(obs_ids))
+        i = j
+    traj.infos[-1]["success"] = True
+    traj.terminated = True
+    return traj
 
 
 def mean(values: Iterable[float]) -> float:

@@ -108,3 +108,86 @@ def test_tiny_policy_helper_is_deterministic() -> None:
     a, b = tiny_policy(seed=3), tiny_policy(seed=3)
     ids = torch.tensor([[1, 2, 3]])
     assert torch.equal(a.model(ids).logits, b.model(ids).logits)
+
+
+# ------------------------------------------------------------------ chat JSONL (STE fine-tuning data)
+def _react_episode_messages(tokenizer: Any, index: int = 0) -> tuple[list[dict[str, Any]], Any]:
+    """A gold ReAct episode of Math-v0: its env messages and its scripted trajectory."""
+    from agents.rollout import scripted_trajectory
+
+    env = gym.make("toolenv/Math-v0", protocol="react")
+    traj = scripted_trajectory(env, None, tokenizer, options={"index": index})
+    messages = [dict(m) for m in env.unwrapped.messages]
+    env.close()
+    return messages, traj
+
+
+def test_chat_trajectory_matches_scripted_trajectory(policy: Policy) -> None:
+    from agents.rollout import chat_trajectory
+
+    for index in range(3):
+        messages, scripted = _react_episode_messages(policy.tokenizer, index)
+        assert [m["role"] for m in messages][:3] == ["system", "user", "assistant"] and "tool" in [m["role"] for m in messages]
+        chat = chat_trajectory(messages, policy.tokenizer, env_id="toolenv/Math-v0")
+        assert chat.token_ids == scripted.token_ids
+        assert chat.action_mask == scripted.action_mask
+        assert chat.action_ends == scripted.action_ends
+        assert chat.prompt_length == scripted.prompt_length
+        assert chat.actions == scripted.actions
+        assert chat.success and chat.terminated and scripted.success
+
+
+def test_chat_trajectory_masks_only_assistant_turns(policy: Policy) -> None:
+    from agents.rollout import chat_trajectory
+
+    tok = policy.tokenizer
+    messages = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "What is 6 times 7?"},
+        {"role": "assistant", "content": "Thought: x\nAction: calculator\nAction Input: {\"expression\": \"6*7\"}"},
+        {"role": "tool", "name": "calculator", "content": "42"},
+        {"role": "assistant", "content": "Final Answer: 42"},
+        {"role": "tool", "content": "dropped: nothing follows it"},
+    ]
+    t = chat_trajectory(messages, tok, task={"query": "q"})
+    model_text = tok.decode([i for i, m in zip(t.token_ids, t.action_mask) if m])
+    assert model_text == messages[2]["content"] + tok.eos_token + messages[4]["content"] + tok.eos_token
+    assert t.action_ends[-1] == len(t.token_ids) - 1 and len(t.action_ends) == 2
+    assert "42" in tok.decode(t.token_ids[t.action_ends[0] + 1 : t.action_ends[1]])
+    assert t.task == {"query": "q"} and t.success
+    with pytest.raises(ValueError, match="at least one assistant turn"):
+        chat_trajectory(messages[:2], tok)
+
+
+def test_bc_trains_from_a_chat_file(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    tok = Policy.load(str(tiny_model_dir), device="cpu").tokenizer
+    messages, _ = _react_episode_messages(tok, 0)
+    data = tmp_path / "train.jsonl"
+    with data.open("w") as f:
+        for _ in range(3):
+            f.write(json.dumps({"messages": messages, "api": "calculator", "query": messages[1]["content"]}) + "\n")
+    # a mixed file: a saved trajectory line is read as before
+    from agents.rollout import save_trajectories, scripted_trajectory
+
+    save_trajectories(data, [scripted_trajectory(gym.make("test/OneTask-v0"), None, tok)], append=True)
+    demos = bc.load_demonstrations(data, tok)
+    assert len(demos) == 4 and all(d.success for d in demos) and demos[0].task["api"] == "calculator"
+
+    cfg = _config(tiny_model_dir, tmp_path / "bc-chat", data=str(data), max_steps=8, save_every=100, batch_size=2)
+    before = Policy.load(str(tiny_model_dir), device="cpu")
+    batch = collate(demos[:1], tok.pad_token_id)
+    nll_before = bc.bc_loss(TokenScorer(before.model)(**batch), batch["loss_mask"])[0].item()
+    out = bc.train(cfg)
+    after = Policy.load(str(out), device="cpu")
+    with torch.no_grad():
+        nll_after = bc.bc_loss(TokenScorer(after.model)(**batch), batch["loss_mask"])[0].item()
+    assert nll_after < nll_before
+
+
+def test_bc_data_file_errors(tmp_path: Path, policy: Policy) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x"}\n')
+    with pytest.raises(ValueError, match="'token_ids' .* or 'messages'"):
+        bc.load_demonstrations(bad, policy.tokenizer)
