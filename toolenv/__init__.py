@@ -121,3 +121,17 @@ register_env(
     kwargs={"category": "simple_python"},
 )
 # --- BFCL ---
+
+# --- Explore ---
+register_env(
+    "toolenv/Explore-v0",
+    "toolenv.envs.explore:ExploreEnv",
+    description="STE exploration: an imagined query (reset option 'query') tried with the real tools of an API "
+    "pool; apis= any pool specs ('apichain', 'apichain:get_city', 'calculator', 'bfcl:GorillaFileSystem', "
+    "'pkg.module:function'). Rewards well-formed and successful calls; the explorer's reflection judges the answer.",
+    tools=("calculator", "apis= any pool spec"),
+    datasets=("ste:apichain-train (built-in queries)",),
+    max_episode_steps=5,
+    kwargs={"apis": ["calculator"], "protocol": "react"},
+)
+# --- Explore ---
