@@ -1,0 +1,164 @@
+"""The prompts of STE's exploration and how their replies are read.
+
+Three prompts per trial, after Wang et al. (2024) and their ``prompt_explore.txt``:
+
+1. **Imagine** (:func:`imagine_messages`): the API's documentation, the long-term memory of
+   every earlier trial on this API (one line each, ``"query | solved yes"``) and, after the
+   first trial of an episode, the short-term memory of the episode's trials so far (query,
+   final answer, verdict), asking for a new, natural, specific user query — going deeper on
+   the same family within an episode, away from explored ground across episodes.
+2. **Try**: the query in the Explore env (``toolenv/Explore-v0``), whose system prompt is
+   :meth:`toolenv.protocols.react.ReactProtocol.instructions` over the API — the very prompt
+   fine-tuning data and evaluation use. Nothing here: the env builds it.
+3. **Reflect** (:data:`REFLECTION_PROMPT`): appended to the attempt's conversation; the
+   reply is read by :func:`parse_reflection`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "IMAGINE_SYSTEM",
+    "QUERY_STOP",
+    "REFLECTION_PROMPT",
+    "clean_query",
+    "imagine_messages",
+    "ltm_line",
+    "parse_reflection",
+]
+
+IMAGINE_SYSTEM = "You are a helpful assistant."
+
+#: Stop strings for imagining a query: the model starts solving it instead.
+QUERY_STOP: tuple[str, ...] = ("Thought:", "\nAction:", "Final Answer:")
+
+REFLECTION_PROMPT = 'Do you think you successfully fulfilled this query in the end? Respond with "Yes" or "No".'
+
+_INTRO = (
+    "Your task is to answer users' queries as best you can. You have access to the following API, "
+    "which you can call to help with your response:\n\n{doc}\n\n"
+    "Now you have the chance to explore the API. You do this by 1) synthesizing a natural user query "
+    "that calling the API could help with, and 2) trying to respond to that query with the help of the API."
+)
+_FIRST = " Here, you can focus on queries that only require calling the API once."
+_LTM_PRE = "Below are queries you have already explored and whether you successfully solved them with the API's help:"
+_LTM_POST = (
+    "Based on these, try to explore queries that can help you understand the API further; avoid "
+    "synthesizing queries that are too close to the existing ones."
+)
+_STM_PRE = "In this session you have already tried these queries:"
+_STM_POST = (
+    "Now you know a bit more about the API. Synthesize another user query that explores the API a bit "
+    "further and consolidates your understanding of it, going deeper on the same kind of query based on "
+    "what you discovered in this session."
+)
+_ASK = (
+    "Make the query natural: do not mention the API's name or its documentation, since the user does not "
+    "know which APIs you have. Make it as specific as possible. Input just the user query alone; do NOT "
+    "solve it now.\n\nUser Query:"
+)
+_STM_ANSWER_CHARS = 400
+
+
+def ltm_line(query: str, reflection: str | None) -> str:
+    """One long-term-memory line; a trial without a verdict counts as not solved.
+
+    >>> ltm_line("Where is Oslo?", "yes")
+    'Where is Oslo? | solved yes'
+    >>> ltm_line("Where is Oslo?", None)
+    'Where is Oslo? | solved no'
+    """
+    return f"{' '.join(query.split())} | solved {'yes' if reflection == 'yes' else 'no'}"
+
+
+def _stm_block(stm: Sequence[Mapping[str, Any]]) -> str:
+    lines = [_STM_PRE]
+    for k, item in enumerate(stm, 1):
+        answer = item.get("final_answer")
+        answer = "(none)" if answer is None else " ".join(str(answer).split())
+        if len(answer) > _STM_ANSWER_CHARS:
+            answer = answer[:_STM_ANSWER_CHARS] + " ..."
+        verdict = item.get("reflection")
+        lines += [
+            f"Query {k}: {item.get('query', '')}",
+            f"Final answer: {answer}",
+            f"Solved: {verdict if verdict in ('yes', 'no') else 'unsure'}",
+        ]
+    return "\n".join(lines)
+
+
+def imagine_messages(doc: str, ltm: Sequence[str], stm: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The conversation that asks the explorer for a new query.
+
+    Args:
+        doc: The API's documentation (:meth:`toolenv.tools.pool.Api.doc_text`).
+        ltm: Long-term memory lines (:func:`ltm_line`) of every earlier trial on the API.
+        stm: The episode's earlier trials: ``{"query", "final_answer", "reflection"}`` each.
+
+    Example:
+        >>> m = imagine_messages("API: f", ["q1 | solved yes"], [])
+        >>> [x["role"] for x in m], m[1]["content"].endswith("User Query:")
+        (['system', 'user'], True)
+        >>> "q1 | solved yes" in m[1]["content"]
+        True
+    """
+    parts = [_INTRO.format(doc=doc) + ("" if stm else _FIRST)]
+    if ltm:
+        parts.append(_LTM_PRE + "\n" + "\n".join(ltm) + "\n\n" + _LTM_POST)
+    if stm:
+        parts.append(_stm_block(stm) + "\n\n" + _STM_POST)
+    parts.append(_ASK)
+    return [{"role": "system", "content": IMAGINE_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+_LABEL = re.compile(r"^\s*(?:\*\*)?\s*(?:(?:new|synthesi[sz]ed|another|user)\s+)*query(?:\s*\d+)?\s*(?:\*\*)?\s*:\s*(?:\*\*)?",
+                    re.IGNORECASE)
+_QUOTES = "\"'`*“”‘’ "
+_MAX_QUERY_CHARS = 1000
+
+
+def clean_query(text: str) -> str:
+    """The query in an imagination reply: labels, quotes and afterthoughts removed, one line.
+
+    The first paragraph is kept (a lead-in ending with a colon is skipped); ``""`` when the
+    reply holds no query.
+
+    >>> clean_query('User Query: "What is the weather in Lima tomorrow?"\\n\\nThis tests the API.')
+    'What is the weather in Lima tomorrow?'
+    >>> clean_query("Sure, here is one:\\n\\n**Query:** How far is Oslo from Rome?")
+    'How far is Oslo from Rome?'
+    >>> clean_query("   ")
+    ''
+    """
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+    while len(paragraphs) > 1 and paragraphs[0].rstrip(_QUOTES).endswith(":"):
+        paragraphs = paragraphs[1:]
+    query = paragraphs[0] if paragraphs else ""
+    previous = None
+    while previous != query:
+        previous = query
+        query = _LABEL.sub("", query, count=1).strip().strip(_QUOTES).strip()
+    return " ".join(query.split())[:_MAX_QUERY_CHARS]
+
+
+_YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def parse_reflection(text: str) -> str | None:
+    """``"yes"``, ``"no"`` or ``None``: the first standalone Yes or No of a reflection reply.
+
+    >>> parse_reflection("Yes, the API returned the city.")
+    'yes'
+    >>> parse_reflection("**No.** I never got a result; yes, I tried.")
+    'no'
+    >>> parse_reflection("y"), parse_reflection("Nope, unclear") is None
+    ('yes', True)
+    """
+    stripped = text.strip().strip(_QUOTES + ".!").lower()
+    if stripped in ("y", "n"):
+        return "yes" if stripped == "y" else "no"
+    m = _YES_NO.search(text)
+    return m.group(1).lower() if m else None
