@@ -141,6 +141,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ste(args: argparse.Namespace) -> int:
+    from agents.ste.cli import main as ste_main
+
+    return ste_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolenv", description="Tool-use tasks for language models as Gymnasium environments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_eval)
+
+    p = sub.add_parser("ste", help="STE (simulated trial and error): explore, filter, paraphrase, build (toolenv ste --help)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(fn=_cmd_ste)
     return parser
 
 
@@ -191,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["train"], ["bench"]) and argv[1:2] in (["-h"], ["--help"]):
         argv = argv[:1] if argv[0] == "train" else ["bench", "--what-help"]
+    if argv[:1] == ["ste"] and argv[1:2] in (["-h"], ["--help"]):
+        argv = ["ste"]
     if argv == ["bench", "--what-help"] or argv == ["bench"]:
         print("usage: toolenv bench WHAT [options]   (toolenv bench WHAT --help lists its options)")
         for name, (_, text) in BENCHMARKS.items():

@@ -83,7 +83,7 @@ EXPLORE_ENV_ID = "toolenv/Explore-v0"
 class ExploreConfig:
     """STE exploration: imagined queries tried against real APIs, with long- and short-term memory."""
 
-    apis: list[str] = field(default_factory=lambda: ["calculator"], metadata={"help": "pool specs of the APIs to explore: apichain, apichain:get_city, calculator, bfcl, bfcl:GorillaFileSystem, bfcl:GorillaFileSystem.ls, pkg.module:function, file.py:function"})
+    apis: list[str] = field(default_factory=lambda: ["calculator"], metadata={"help": "pool specs of the APIs to explore, several after one --apis: apichain, apichain:get_city, calculator, bfcl, bfcl:GorillaFileSystem, bfcl:GorillaFileSystem.ls, pkg.module:function, file.py:function"})
     model: str = field(default="smollm2-135m", metadata={"help": "explorer: shipped name, local directory, hub id, saved agent output, or with --base-url the served model's name"})
     out: str = field(default="ste/trials.jsonl", metadata={"help": "trials JSONL (appended to; an existing file is resumed)"})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint (.../v1) serving the explorer"})
