@@ -97,18 +97,18 @@ class CallTest:
         return next(iter(self.gold), None)
 
     def gold_call(self) -> ToolCall:
-        """One correct first call: the first allowed value of every parameter that is not optional-only.
+        """One correct first call: each parameter's first allowed value (optional ones left out).
 
         >>> apichain_call_tests(1, apis=["get_weather"], multi_step=0)[0].gold_call()
         ToolCall(name='get_weather', arguments={'city': 'Tokyo', 'day': 'Friday'}, positional=None, raw='')
         """
         if not self.gold:
             raise ValueError(f"Expected a test with a gold call, got {self.id!r} (no call is right).")
-        return _answer_to_call(self.gold)
+        return _answer_to_call(self.gold, self.functions)
 
     def gold_calls(self) -> list[ToolCall]:
         """One correct reply: a call per possible answer (several for BFCL's ``parallel`` categories)."""
-        return [_answer_to_call(a) for a in (self.answers or ((self.gold,) if self.gold else ()))]
+        return [_answer_to_call(a, self.functions) for a in (self.answers or ((self.gold,) if self.gold else ()))]
 
     def check(self, calls: Sequence[ToolCall | Mapping[str, Any]]) -> dict[str, Any]:
         """Judge a model's calls like BFCL's AST checker (:func:`toolenv.envs.bfcl.ast_check`).
@@ -148,14 +148,23 @@ class CallTest:
                 "category": self.category, "answers": list(self.answers), "turn": self.turn}
 
 
-def _answer_to_call(answer: Mapping[str, Any]) -> ToolCall:
+def _answer_to_call(answer: Mapping[str, Any], functions: Sequence[Mapping[str, Any]] = ()) -> ToolCall:
+    """One call an answer allows: each parameter's first allowed value; ``""`` alone means leave it
+    out, unless the doc requires the parameter (then ``""`` is the value); parameters the doc does
+    not list are left out (stray keys of BFCL's answer files)."""
     (name, params), = answer.items()
+    doc = next((f for f in functions if f.get("name") == name), None)
+    props = (doc or {}).get("parameters", {}).get("properties")
+    required = set((doc or {}).get("parameters", {}).get("required", []))
     arguments: dict[str, Any] = {}
     for key, values in params.items():
-        for value in values:
-            if value != "":
-                arguments[key] = _first_nested(value)
-                break
+        if props is not None and key not in props:
+            continue
+        chosen = [v for v in values if v != ""]
+        if chosen:
+            arguments[key] = _first_nested(chosen[0])
+        elif key in required and "" in values:
+            arguments[key] = ""
     return ToolCall(name, arguments)
 
 
@@ -263,6 +272,7 @@ _Drawn = tuple[str, dict[str, Any], dict[str, list[Any]]]
 _Template = Callable[[random.Random], _Drawn]
 
 _CITIES = tuple(_t.CITIES)
+_CITIES_NOT_COUNTRIES = tuple(c for c in _t.CITIES if c not in _t.COUNTRIES)  # "Singapore" would be ambiguous
 _COUNTRIES = tuple(_t.COUNTRIES)
 _CURRENCIES = tuple(_t.USD_PER_UNIT)
 _PRODUCTS = tuple(_t.PRODUCTS)
@@ -348,7 +358,7 @@ _API_TEMPLATES: dict[str, list[_Template]] = {
         "What's the headcount of the {} team?", "How big is the budget of the {} department?",
         "Which floor should I go to for {}?"),
     "get_city": _entity(
-        "city", _CITIES, "What is the population of {}?", "Which country is {} in?", "Which time zone is {} in?",
+        "city", _CITIES_NOT_COUNTRIES, "What is the population of {}?", "Which country is {} in?", "Which time zone is {} in?",
         "What is the UTC offset of {}?", "How many people live in {}?", "Tell me the time zone and country of {}."),
     "get_country": _entity(
         "country", _COUNTRIES, "What currency is used in {}?", "What is the capital of {}?",
