@@ -45,6 +45,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,9 @@ class Api:
     source: str
     returns: str = field(default="", compare=False)
     factory: Callable[..., Tool] | None = field(default=None, repr=False, compare=False)
+
+    def __hash__(self) -> int:  # the doc is a dict; name and source identify an API
+        return hash((self.name, self.source))
 
     @property
     def bfcl_class(self) -> str | None:
@@ -312,7 +316,7 @@ def _load_module(target: str) -> Any:
         path = Path(target).expanduser()
         if not path.is_file():
             raise ValueError(f"Expected a Python file for the custom tool spec, got {target!r} (no such file).")
-        name = f"toolenv_custom_{path.stem}_{abs(hash(str(path.resolve())))}"
+        name = f"toolenv_custom_{path.stem}_{zlib.crc32(str(path.resolve()).encode()):08x}"
         if name in sys.modules:
             return sys.modules[name]
         spec = importlib.util.spec_from_file_location(name, path)
