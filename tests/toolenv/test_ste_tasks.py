@@ -62,7 +62,8 @@ def test_generation_is_deterministic_and_seeded() -> None:
     a = [t.to_dict() for t in apichain_call_tests(10, multi_step=3)]
     assert a == [t.to_dict() for t in apichain_call_tests(10, multi_step=3)]
     assert a != [t.to_dict() for t in apichain_call_tests(10, seed=1, multi_step=3)]
-    json.dumps(a)  # JSON-friendly
+    tests = [CallTest.from_dict(json.loads(json.dumps(d))) for d in a]  # through JSON and back
+    assert tests == apichain_call_tests(10, multi_step=3)
 
 
 def test_gold_passes_the_check_and_runs(apichain_tests: list[CallTest]) -> None:

@@ -141,8 +141,19 @@ class CallTest:
         return {"valid": bool(result["valid"]), "api_match": api_match, "error": list(result.get("error", [])),
                 "error_type": None if result["valid"] else result.get("error_type")}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallTest:
+        """The test a :meth:`to_dict` dict (e.g. a line of a JSONL file) describes."""
+        return cls(
+            id=str(data["id"]), query=str(data["query"]), apis=tuple(data.get("apis", ())),
+            functions=tuple(data.get("functions", ())), gold=dict(data.get("gold") or {}),
+            env_id=data.get("env_id"), env_kwargs=dict(data.get("env_kwargs") or {}), index=data.get("index"),
+            category=str(data.get("category", "apichain")), answers=tuple(data.get("answers", ())),
+            turn=data.get("turn"),
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
+        """JSON-friendly form; :meth:`from_dict` reads it back."""
         return {"id": self.id, "query": self.query, "apis": list(self.apis), "functions": list(self.functions),
                 "gold": self.gold, "env_id": self.env_id, "env_kwargs": dict(self.env_kwargs), "index": self.index,
                 "category": self.category, "answers": list(self.answers), "turn": self.turn}
