@@ -172,6 +172,16 @@ def load_trials(path: str | Path) -> list[dict[str, Any]]:
     return trials
 
 
+def _json_line(record: dict[str, Any]) -> str:
+    """One JSONL line; text a model wrote with lone surrogates is escaped, so it still round-trips."""
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record)
+    return line + "\n"
+
+
 def _key(trial: dict[str, Any]) -> tuple[str, int, int]:
     return (str(trial["api"]), int(trial["episode"]), int(trial["trial"]))
 
@@ -332,7 +342,7 @@ def explore(cfg: ExploreConfig, model: ChatModel | None = None) -> Path:
                 # 3. save each trial at once; the memories grow from the same records
                 with out.open("a", encoding="utf-8") as f:
                     for r in records:
-                        f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                        f.write(_json_line(r))
                         f.flush()
                         by_api.setdefault(r["api"], []).append(r)
                         done.add(_key(r))
