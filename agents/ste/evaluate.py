@@ -153,6 +153,7 @@ def evaluate_end_to_end(
     *,
     demonstrations: Demonstrations | None = None,
     layout: str = "system",
+    protocol: str | None = "react",
     max_new_tokens: int = 96,
     max_turns: int = 8,
 ) -> dict[str, Any]:
@@ -160,7 +161,9 @@ def evaluate_end_to_end(
 
     The episodes run side by side: each turn, the conversations of the unfinished episodes (the
     env's own messages, with the retrieved examples laid out as in :func:`first_call_prompt`) go to
-    ``model.chat`` in one batch, and each reply is the env's next action.
+    ``model.chat`` in one batch, and each reply is the env's next action. ``protocol`` (default
+    ``"react"``, the format of exploration and of the fine-tuning data) is passed to every env;
+    ``None`` keeps each test's own ``env_kwargs``.
 
     Returns ``{"success": %, "n": episodes, "episodes": [{"test_id", "success", "turns"}, ...]}``.
     """
@@ -169,7 +172,8 @@ def evaluate_end_to_end(
     import toolenv  # noqa: F401  (registers the env ids)
 
     playable = [t for t in tests if t.env_id is not None]
-    envs = [gym.make(t.env_id, **dict(t.env_kwargs)) for t in playable]  # type: ignore[arg-type]
+    extra = {} if protocol is None else {"protocol": protocol}
+    envs = [gym.make(t.env_id, **{**dict(t.env_kwargs), **extra}) for t in playable]  # type: ignore[arg-type]
     demos = [list(demonstrations(t.query)) if demonstrations else [] for t in playable]
     from agents.ste.retrieval import icl_prompt
 

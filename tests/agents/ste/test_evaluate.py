@@ -88,7 +88,7 @@ def test_end_to_end_plays_the_task_in_its_env() -> None:
 
     scripts: dict[str, list[str]] = {}
     for t in tests:
-        env = gym.make(t.env_id, **t.env_kwargs)
+        env = gym.make(t.env_id, **t.env_kwargs, protocol="react")
         env.reset(options={"index": t.index})
         scripts[t.query] = list(env.unwrapped.gold_actions())
 
