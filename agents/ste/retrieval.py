@@ -246,6 +246,13 @@ class Retriever:
         order = [int(i) for i in np.argsort(-scores, kind="stable") if keep[i]]
         return [self.examples[i] for i in order[:k]]
 
+    def demonstrations(self, k: int = 4, *, apis: str | Collection[str] | None = None) -> Callable[[str], list[dict[str, Any]]]:
+        """A function from a test query to its ``k`` nearest examples (laid out by :func:`icl_prompt`).
+
+        This is the ``demonstrations`` argument of :func:`agents.ste.evaluate.evaluate_calls`.
+        """
+        return lambda query: self.nearest(query, k, apis=apis)
+
 
 def _turns(example: dict[str, Any]) -> list[dict[str, Any]]:
     """An example's messages after its system prompt."""

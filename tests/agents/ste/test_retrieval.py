@@ -126,5 +126,7 @@ def test_demonstrations_in_the_prompt() -> None:
     chat = icl_prompt("Weather in Rome?", demos, system="SYSTEM", layout="chat")
     assert [m["role"] for m in chat] == ["system"] + ["user", "assistant", "tool", "assistant"] * 2 + ["user"]
     assert demonstration_messages(demos) == chat[1:-1]
+    assert Retriever(EXAMPLES).demonstrations(k=2)("weather in Paris") == demos
+    assert _ids(Retriever(EXAMPLES).demonstrations(k=2, apis="fx")("weather in Paris")) == [1, 3]
     with pytest.raises(ValueError, match="layout"):
         icl_prompt("q", demos, system="S", layout="text")
