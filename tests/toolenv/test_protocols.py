@@ -124,3 +124,13 @@ class TestJson:
 def test_make_protocol_names_the_choices() -> None:
     with pytest.raises(ValueError, match=r"expected one of \['json', 'python', 'react', 'trice'\]\. Did you mean 'react'\?"):
         make_protocol("reakt")
+
+
+@pytest.mark.parametrize("name", ["react", "json", "trice", "python"])
+def test_deeply_nested_input_is_a_malformed_action(name: str) -> None:
+    deep = '{"a":' * 100_000 + "1" + "}" * 100_000
+    texts = [f"Action: f\nAction Input: {deep}", f"<tool_call>{deep}</tool_call>",
+             '<tool_call>{"name": "f", "arguments": "' + "[" * 100_000 + '"}</tool_call>', "[f(a=" + "[" * 100_000 + ")]"]
+    for text in texts:
+        action = make_protocol(name).parse(text, ["f"])
+        assert action.kind in ("call", "answer", "invalid")

@@ -25,6 +25,8 @@ def _call_from_json(body: str) -> ToolCall | str:
         obj: Any = json.loads(body)
     except ValueError as e:
         return f"The tool call is not valid JSON ({e})."
+    except RecursionError:
+        return "The tool call is not valid JSON (nested too deeply)."
     if not isinstance(obj, dict):
         return 'The tool call must be a JSON object: {"name": ..., "arguments": {...}}.'
     if "function" in obj and isinstance(obj["function"], dict):  # OpenAI's nesting
@@ -36,7 +38,7 @@ def _call_from_json(body: str) -> ToolCall | str:
     if isinstance(args, str):  # some models double-encode the arguments
         try:
             args = json.loads(args) if args.strip() else {}
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             return f'The "arguments" of {name} are not valid JSON ({e}).'
     if not isinstance(args, dict):
         return f'The "arguments" of {name} must be a JSON object.'

@@ -33,7 +33,10 @@ def json_between_braces(text: str) -> Any:
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end < start:
         raise ValueError("no JSON object between braces")
-    return json.loads(text[start : end + 1])
+    try:
+        return json.loads(text[start : end + 1])
+    except RecursionError:  # hostile nesting: a malformed action, not a crash
+        raise ValueError("JSON nested too deeply") from None
 
 
 class ReactProtocol(Protocol):
