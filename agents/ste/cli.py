@@ -6,6 +6,7 @@ Each command is a module's ``main(argv)``, imported only when it runs::
     toolenv ste filter ...      # rule checks and an optional judge
     toolenv ste paraphrase ...  # paraphrase kept queries up to a target count per API
     toolenv ste build ...       # the fine-tuning set of chat examples
+    toolenv ste continual ...   # continual learning over rounds of APIs, with replay
 
 ``toolenv ste COMMAND --help`` lists a command's options.
 """
@@ -24,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "filter": ("agents.ste.exploit", "filter_main", "keep trials that pass rule checks and an optional judge model"),
     "paraphrase": ("agents.ste.exploit", "paraphrase_main", "paraphrase kept queries up to a target number per API"),
     "build": ("agents.ste.exploit", "build_main", "write the fine-tuning set of chat examples (for toolenv train bc --data)"),
+    "continual": ("agents.ste.continual", "main", "rounds of new APIs, fine-tuned with (or without) replay, evaluated on all seen"),
 }
 
 
