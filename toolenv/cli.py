@@ -100,6 +100,7 @@ BENCHMARKS = {
     "rollout": ("benchmarks.rollout_speed", "rollout loop tokens/s against model.generate; time inside env.step"),
     "trice": ("benchmarks.trice", "the TRICE pipeline: zero-shot -> BC -> RRHF, evaluated on held-out test splits"),
     "steptool": ("benchmarks.steptool", "final-reward PPO vs step-PPO vs DPO vs GRPO from one BC warm start, same samples"),
+    "ste": ("benchmarks.ste", "STE: explore -> filter -> paraphrase, then base vs ICL vs fine-tuned (continual, with and without replay)"),
 }
 
 
