@@ -12,6 +12,16 @@ conversations (``[{"role": ..., "content": ...}, ...]``) and get one reply per c
 string itself is not part of it, as in the OpenAI API), whatever the backend.
 :class:`ScriptedChatModel` answers with fixed replies, for tests.
 
+**Prefill.** A conversation whose last message has role ``"assistant"`` is a prefix of the
+reply that the model continues; ``chat`` returns only the continuation::
+
+    model.chat([[{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "Final Answer:"}]])
+    # -> [" 5"]: the reply is "Final Answer:" + " 5"
+
+Local models render the earlier messages with the generation prompt and append the prefix's
+tokens (never through the chat template, which would close the turn); an OpenAI-compatible
+server is asked to continue the last message with vLLM's ``continue_final_message``.
+
 Tool messages (``{"role": "tool", "content": output}``, as toolenv envs write them) are
 rendered by the tokenizer's chat template for local models; an OpenAI-compatible server gets
 them as user messages ``"Observation: <output>"``, since plain chat completions have no tool
@@ -41,6 +51,7 @@ __all__ = [
     "ScriptedChatModel",
     "VLLMChatModel",
     "cut_at_stop",
+    "is_prefill",
     "load_chat_model",
 ]
 
@@ -67,7 +78,12 @@ class ChatModel(Protocol):
         temperature: float = 0.0,
         stop: Sequence[str] = (),
     ) -> list[str]:
-        """One reply per conversation, in order; ``temperature=0`` is greedy; replies end before any stop string."""
+        """One reply per conversation, in order; ``temperature=0`` is greedy; replies end before any stop string.
+
+        A conversation whose last message is an ``"assistant"`` message is a prefill: the model
+        continues that message, and the reply is the continuation alone (prefix + reply is the
+        whole assistant turn). Stop strings are looked for in the continuation only.
+        """
         ...
 
 
@@ -88,6 +104,17 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+def is_prefill(conversation: Sequence[dict[str, str]]) -> bool:
+    """Whether ``conversation`` ends with an assistant message for the model to continue.
+
+    >>> is_prefill([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hel"}])
+    True
+    >>> is_prefill([{"role": "user", "content": "hi"}])
+    False
+    """
+    return bool(conversation) and conversation[-1].get("role") == "assistant"
+
+
 def _check_request(max_new_tokens: int, temperature: float) -> None:
     if max_new_tokens < 1:
         raise ValueError(f"Expected max_new_tokens >= 1, got {max_new_tokens}.")
@@ -102,6 +129,9 @@ class LocalChatModel:
     Conversations are rendered with :class:`agents.rollout.ChatFormat`, sorted by length and
     generated ``batch_size`` at a time by :class:`agents.rollout.HFGenerator` (or the
     ``generator`` given), so a batch of many short prompts costs about as much as its longest.
+    A prefilled conversation (last message from the assistant) is the earlier messages with the
+    generation prompt, then the prefix's tokens (:meth:`agents.rollout.ChatFormat.encode`, no
+    special tokens); the reply is decoded after the prefix.
 
     Args:
         policy: The model and tokenizer.
@@ -131,7 +161,14 @@ class LocalChatModel:
         self.format = ChatFormat(policy.tokenizer)
         self.generator: Generator = generator if generator is not None else HFGenerator(policy)
 
-    def _prompt_ids(self, conversation: Conversation) -> list[int]:
+    def _prompt_ids(self, conversation: Conversation) -> tuple[list[int], list[int]]:
+        """The prompt's tokens and, for a prefill, the prefix's tokens (their tail)."""
+        if is_prefill(conversation):
+            prefix = self.format.encode(conversation[-1]["content"])
+            return self._template_ids(conversation[:-1]) + prefix, prefix
+        return self._template_ids(conversation), []
+
+    def _template_ids(self, conversation: Conversation) -> list[int]:
         messages = [{"role": m["role"], "content": m["content"]} for m in conversation]
         try:
             return self.format.prompt_ids(messages)
@@ -158,16 +195,27 @@ class LocalChatModel:
         settings = GenerationSettings(
             max_new_tokens=max_new_tokens, temperature=1.0 if greedy else temperature, top_p=self.top_p, greedy=greedy
         )
-        prompts = [self._prompt_ids(c) for c in conversations]
+        encoded = [self._prompt_ids(c) for c in conversations]
+        prompts = [ids for ids, _ in encoded]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         replies: list[str] = [""] * len(prompts)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             outputs = self.generator.generate([prompts[i] for i in chunk], settings, tuple(stop))
             for i, (ids, _) in zip(chunk, outputs):
-                text = self.policy.tokenizer.decode(ids, skip_special_tokens=True)
-                replies[i] = cut_at_stop(text, stop)
+                replies[i] = cut_at_stop(self._decode(ids, encoded[i][1]), stop)
         return replies
+
+    def _decode(self, ids: list[int], prefix: list[int]) -> str:
+        """The text of ``ids``; after a prefix, decoded in its context so a leading space survives
+        tokenizers that drop it at the start of a sequence (SentencePiece)."""
+        decode = self.policy.tokenizer.decode
+        if prefix:
+            head = decode(prefix, skip_special_tokens=True)
+            whole = decode(prefix + list(ids), skip_special_tokens=True)
+            if whole.startswith(head):
+                return whole[len(head) :]
+        return decode(ids, skip_special_tokens=True)
 
 
 class VLLMChatModel(LocalChatModel):
@@ -204,6 +252,11 @@ class OpenAIChatModel:
     Conversations of a batch are sent concurrently. Rate limits (HTTP 429), server errors (5xx),
     timeouts and refused connections are retried with exponential backoff; other HTTP errors
     (a wrong model name, a bad key) fail at once with the server's message.
+
+    A prefilled conversation (last message from the assistant) is sent as it is, with vLLM's
+    ``"continue_final_message": true, "add_generation_prompt": false`` in the body (only then);
+    the reply is the continuation. Servers other than vLLM may ignore these fields (and answer
+    with a new turn) or refuse them: the OpenAI API itself has no prefill.
 
     Args:
         model: The served model's name, sent as ``"model"``.
@@ -280,6 +333,9 @@ class OpenAIChatModel:
             "max_tokens": max_new_tokens,
             "temperature": temperature,
         }
+        if is_prefill(conversation):  # vLLM: continue the last message instead of opening a new turn
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         if stop:
             body["stop"] = list(stop)[:4]  # the OpenAI API takes at most 4; the rest are cut here
         for attempt in range(self.max_retries + 1):
@@ -323,7 +379,9 @@ class ScriptedChatModel:
 
     Every conversation it is sent is recorded (a copy) in :attr:`conversations`, and the keyword
     arguments of every ``chat`` call in :attr:`calls`. Replies are cut at stop strings like
-    any model's. A function may raise, e.g. to simulate a crash in the middle of a run.
+    any model's. A function may raise, e.g. to simulate a crash in the middle of a run. A
+    prefilled conversation (last message from the assistant) is passed as it is: the scripted
+    reply is the continuation.
 
     Example:
         >>> m = ScriptedChatModel(["Yes.", "No"])

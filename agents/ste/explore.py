@@ -13,6 +13,22 @@ For each API of the pool, ``num_episodes`` episodes of up to ``num_stm_slots`` t
 3. **reflect**: asked whether it fulfilled the query, the explorer answers Yes or No
    (:func:`agents.ste.prompts.parse_reflection`; ``None`` when the reply says neither).
 
+**Guided mode** (``guided=True``, ``--guided``; off by default, which is STE's method): for small
+explorers that never write a well-formed ReAct action on their own. A trial explores one known
+API, so the try step's replies are prefilled (:mod:`agents.ste.chat`'s prefill) with the ReAct
+scaffolding and the model writes only the parts that carry information. The policy:
+
+* the first turn, and any turn after a call that failed or an action that did not parse, is a
+  call: the reply starts ``Thought: I should call {api}.\\nAction: {api}\\nAction Input: {`` and
+  the model writes the JSON arguments (its continuation is cut where the object closes,
+  :func:`agents.ste.prompts.close_json`);
+* the turn after a successful call, and the turn after the last allowed call (``max_turn``), is
+  the final answer: the reply starts ``Thought: I now know the final answer.\\nFinal Answer:``.
+
+So a guided trial is one call (retried on errors, up to ``max_turn``) and an answer — the
+single-call queries STE starts every exploration with. The recorded step ``text`` is prefix +
+continuation, exactly what the env parsed. Imagining and reflecting are unchanged.
+
 The same (episode, trial, turn) of every API runs in one batched ``chat`` call (lockstep), so a
 local model generates for all APIs at once. Every trial is appended to the output JSONL as soon
 as it finishes; a restarted run reads the file, skips the (api, episode, trial) keys it holds,
@@ -28,7 +44,7 @@ One JSON object per line::
                 "call": null, "observation": null, "ok": null}],
      "final_answer": "..." | null, "reflection": "yes" | "no" | null, "reflection_text": "Yes.",
      "ltm": ["query | solved yes", ...], "stm": [{"query": "...", "final_answer": "...", "reflection": "yes"}],
-     "truncated": false, "explorer": "smollm2-135m", "time": 1234567890.0}
+     "truncated": false, "guided": false, "explorer": "smollm2-135m", "time": 1234567890.0}
 
 Step kinds: ``"call"`` (run; ``observation`` is the tool's output or error, ``ok`` whether
 every call succeeded), ``"invalid"`` (no call parsed; ``observation`` is the env's error
@@ -63,9 +79,12 @@ import toolenv  # noqa: F401  (registers the env ids)
 from agents.config import check_in, check_positive, config_from_args
 from agents.ste.chat import ChatModel, load_chat_model
 from agents.ste.prompts import (
+    GUIDED_ANSWER,
     QUERY_STOP,
     REFLECTION_PROMPT,
     clean_query,
+    close_json,
+    guided_call_prefill,
     imagine_messages,
     ltm_line,
     parse_reflection,
@@ -99,6 +118,7 @@ class ExploreConfig:
     query_max_tokens: int = field(default=96, metadata={"help": "tokens of an imagined query at most"})
     action_max_tokens: int = field(default=192, metadata={"help": "tokens of one action at most"})
     reflection_max_tokens: int = field(default=16, metadata={"help": "tokens of a reflection at most"})
+    guided: bool = field(default=False, metadata={"help": "prefill the explorer's actions with the ReAct scaffolding (call the explored API, then answer) so it writes only the arguments and the answer; for small explorers (off: STE's method)"})
     seed: int = field(default=0, metadata={"help": "random seed (local models)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
@@ -199,8 +219,9 @@ def _memories(earlier: Sequence[dict[str, Any]], episode: int, slots: int) -> tu
 class _Attempt:
     """One API's trial in flight: its env episode and the steps so far."""
 
-    def __init__(self, env: gym.Env, query: str) -> None:
+    def __init__(self, env: gym.Env, query: str, api: str) -> None:
         self.env = env
+        self.api = api
         self.base: Any = env.unwrapped
         self.query = query
         self.steps: list[dict[str, Any]] = []
@@ -213,6 +234,13 @@ class _Attempt:
 
     def conversation(self) -> list[dict[str, str]]:
         return [{"role": m["role"], "content": m["content"]} for m in self.base.messages] + self.extra
+
+    def prefill(self, *, last: bool) -> str:
+        """Guided mode's start of the next reply: the final answer after a successful call or at the
+        turn limit, a call of the explored API otherwise."""
+        if last or (self.steps and self.steps[-1]["ok"] is True):
+            return GUIDED_ANSWER
+        return guided_call_prefill(self.api)
 
     def _thought(self, text: str) -> tuple[str | None, Any]:
         try:
@@ -267,17 +295,22 @@ def _run_trials(
     # 1. imagine a query per API
     prompts = [imagine_messages(api.doc_text(), ltm, stm) for (api, _), (ltm, stm) in zip(todo, memories)]
     raw_queries = model.chat(prompts, max_new_tokens=cfg.query_max_tokens, temperature=cfg.temperature, stop=QUERY_STOP)
-    attempts = [_Attempt(env, clean_query(q)) for (_, env), q in zip(todo, raw_queries)]
-    # 2. try it in the env: up to max_turn actions, then the final answer
+    attempts = [_Attempt(env, clean_query(q), api.name) for (api, env), q in zip(todo, raw_queries)]
+    # 2. try it in the env: up to max_turn actions, then the final answer (guided: prefilled replies)
     for turn in range(cfg.max_turn + 1):
         active = [a for a in attempts if not a.done]
         if not active:
             break
+        last = turn == cfg.max_turn
         stop = tuple(active[0].base.protocol.stop)
-        replies = model.chat([a.conversation() for a in active], max_new_tokens=cfg.action_max_tokens,
-                             temperature=cfg.temperature, stop=stop)
-        for a, text in zip(active, replies):
-            a.act(text, last=turn == cfg.max_turn)
+        prefills = [a.prefill(last=last) if cfg.guided else "" for a in active]
+        conversations = [a.conversation() + ([{"role": "assistant", "content": p}] if p else [])
+                         for a, p in zip(active, prefills)]
+        replies = model.chat(conversations, max_new_tokens=cfg.action_max_tokens, temperature=cfg.temperature, stop=stop)
+        for a, p, text in zip(active, prefills, replies):
+            if p.endswith("{"):
+                text = close_json(text)
+            a.act(p + text, last=last)
     # 3. reflect: was the query fulfilled?
     asked = [a for a in attempts if a.query]
     verdicts = model.chat([a.conversation() + [{"role": "user", "content": REFLECTION_PROMPT}] for a in asked],
@@ -291,7 +324,8 @@ def _run_trials(
             "steps": a.steps, "final_answer": a.final_answer,
             "reflection": parse_reflection(text) if text is not None else None,
             "reflection_text": text if text is not None else "",
-            "ltm": ltm, "stm": stm, "truncated": a.truncated, "explorer": model.name, "time": time.time(),
+            "ltm": ltm, "stm": stm, "truncated": a.truncated, "guided": cfg.guided, "explorer": model.name,
+            "time": time.time(),
         })
     return records
 

@@ -12,19 +12,29 @@ Three prompts per trial, after Wang et al. (2024) and their ``prompt_explore.txt
    fine-tuning data and evaluation use. Nothing here: the env builds it.
 3. **Reflect** (:data:`REFLECTION_PROMPT`): appended to the attempt's conversation; the
    reply is read by :func:`parse_reflection`.
+
+**Guided mode** (opt-in, for small explorers that do not write ReAct zero-shot): the replies of
+the try step are prefilled with the ReAct scaffolding, so the model writes only what carries
+information — the arguments after :func:`guided_call_prefill` (``...Action Input: {``), the
+answer after :data:`GUIDED_ANSWER`. :func:`close_json` cuts an argument continuation where its
+JSON object closes. Imagining and reflecting are the same prompts as without guidance.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "GUIDED_ANSWER",
     "IMAGINE_SYSTEM",
     "QUERY_STOP",
     "REFLECTION_PROMPT",
     "clean_query",
+    "close_json",
+    "guided_call_prefill",
     "imagine_messages",
     "ltm_line",
     "parse_reflection",
@@ -34,6 +44,9 @@ IMAGINE_SYSTEM = "You are a helpful assistant."
 
 #: Stop strings for imagining a query: the model starts solving it instead.
 QUERY_STOP: tuple[str, ...] = ("Thought:", "\nAction:", "Final Answer:")
+
+#: Guided mode: the prefix of a final-answer reply; the model writes the answer after it.
+GUIDED_ANSWER = "Thought: I now know the final answer.\nFinal Answer:"
 
 REFLECTION_PROMPT = 'Do you think you successfully fulfilled this query in the end? Respond with "Yes" or "No".'
 
@@ -162,3 +175,34 @@ def parse_reflection(text: str) -> str | None:
         return "yes" if stripped == "y" else "no"
     m = _YES_NO.search(text)
     return m.group(1).lower() if m else None
+
+
+# ---------------------------------------------------------------------------------- guided mode
+def guided_call_prefill(api: str) -> str:
+    """Guided mode: the prefix of a call reply; the model continues with the JSON arguments.
+
+    >>> print(guided_call_prefill("get_city"))
+    Thought: I should call get_city.
+    Action: get_city
+    Action Input: {
+    """
+    return f"Thought: I should call {api}.\nAction: {api}\nAction Input: {{"
+
+
+def close_json(continuation: str) -> str:
+    """An argument continuation (after the prefill's ``{``) cut where that JSON object closes.
+
+    A small model runs on after the arguments (another ``Thought:``, a made-up observation);
+    what follows the object is dropped. A continuation whose object never closes or is not
+    JSON is returned whole: the env reports the malformed action as it would any other.
+
+    >>> close_json('"city": "Oslo"}\\nThought: now {x}')
+    '"city": "Oslo"}'
+    >>> close_json("}"), close_json('"city": "Os')
+    ('}', '"city": "Os')
+    """
+    try:
+        _, end = json.JSONDecoder().raw_decode("{" + continuation)
+    except (ValueError, RecursionError):
+        return continuation
+    return continuation[: end - 1]

@@ -17,6 +17,7 @@ from agents.ste.chat import (
     OpenAIChatModel,
     ScriptedChatModel,
     cut_at_stop,
+    is_prefill,
     load_chat_model,
 )
 
@@ -48,6 +49,14 @@ def test_scripted_function_of_the_conversation_and_copies() -> None:
     assert m.chat([conv]) == ["PING"]
     conv[0]["content"] = "changed"
     assert m.conversations[0][0]["content"] == "ping"
+
+
+def test_scripted_prefill_passes_through() -> None:
+    conv = [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "Final Answer:"}]
+    m = ScriptedChatModel([" 5\nObservation: x"])
+    assert is_prefill(conv) and not is_prefill(conv[:1]) and not is_prefill([])
+    assert m.chat([conv], stop=["\nObservation:"]) == [" 5"]  # the scripted reply is the continuation
+    assert m.conversations == [conv]
 
 
 def test_bad_request_arguments() -> None:
@@ -129,6 +138,17 @@ def test_openai_chat_round_trip(server: tuple[str, _Stub], monkeypatch: pytest.M
     assert m.name == "served"
 
 
+def test_openai_prefill_flags_only_when_prefilling(server: tuple[str, _Stub]) -> None:
+    url, stub = server
+    m = OpenAIChatModel("served", url, backoff=0.0, concurrency=1)
+    prefilled = USER + [{"role": "assistant", "content": "Thought:"}]
+    assert m.chat([USER, prefilled], stop=["\nObservation:"]) == ["echo: hello", "echo: Thought:"]
+    plain, continued = stub.requests
+    assert "continue_final_message" not in plain and "add_generation_prompt" not in plain
+    assert continued["continue_final_message"] is True and continued["add_generation_prompt"] is False
+    assert continued["messages"][-1] == {"role": "assistant", "content": "Thought:"}  # sent last, as it is
+
+
 def test_openai_retries_rate_limits_and_server_errors(server: tuple[str, _Stub]) -> None:
     url, stub = server
     stub.fail_with = [429, 503]
@@ -193,6 +213,33 @@ def test_local_chat_cuts_at_stop_strings() -> None:
         stop = free[1:3]
         cut = m.chat([USER], max_new_tokens=12, stop=[stop])[0]
         assert stop not in cut and free.startswith(cut)
+
+
+def test_local_chat_prefill_continues_the_prefix() -> None:
+    import torch
+
+    from agents.rollout import ChatFormat
+    from tests.agents.conftest import tiny_policy
+
+    policy = tiny_policy(lora=False)
+    m = LocalChatModel(policy, batch_size=2)
+    prefix = "Thought: I should call f.\nAction: f\nAction Input: {"
+    conv = [{"role": "system", "content": "tools"}, {"role": "user", "content": "12*7"}]
+    replies = m.chat([conv + [{"role": "assistant", "content": prefix}], conv], max_new_tokens=8)
+    # by hand: the template's prompt with the generation prompt, then the prefix's plain tokens
+    fmt = ChatFormat(policy.tokenizer)
+    ids = fmt.prompt_ids(conv) + fmt.encode(prefix)
+    with torch.no_grad():
+        out = policy.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                    max_new_tokens=8, do_sample=False, eos_token_id=policy.eos_token_ids,
+                                    pad_token_id=policy.tokenizer.pad_token_id)
+    new = out[0, len(ids):].tolist()
+    eos = set(policy.eos_token_ids)
+    new = new[: next((i + 1 for i, t in enumerate(new) if t in eos), len(new))]
+    whole = policy.tokenizer.decode(ids[-len(fmt.encode(prefix)):] + new, skip_special_tokens=True)
+    assert whole.startswith(prefix)
+    assert replies[0] == whole[len(prefix):]  # only the continuation
+    assert replies[1] == m.chat([conv], max_new_tokens=8)[0]  # a plain conversation in the same batch is unchanged
 
 
 def test_load_chat_model(tiny_model_dir: Path) -> None:

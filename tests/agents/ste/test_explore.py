@@ -15,9 +15,12 @@ import pytest
 from agents.ste.chat import LocalChatModel, ScriptedChatModel
 from agents.ste.explore import ExploreConfig, api_targets, explore, load_trials, split_list_args
 from agents.ste.prompts import (
+    GUIDED_ANSWER,
     IMAGINE_SYSTEM,
     REFLECTION_PROMPT,
     clean_query,
+    close_json,
+    guided_call_prefill,
     imagine_messages,
     ltm_line,
     parse_reflection,
@@ -25,7 +28,7 @@ from agents.ste.prompts import (
 
 Conv = list[dict[str, str]]
 KEYS = {"api", "source", "episode", "trial", "query", "steps", "final_answer", "reflection", "reflection_text",
-        "ltm", "stm", "truncated", "explorer", "time"}
+        "ltm", "stm", "truncated", "guided", "explorer", "time"}
 VERDICTS = ["Yes.", "no, it failed", "I am not sure"]  # -> yes, no, None; by query number
 
 
@@ -147,6 +150,72 @@ def test_trial_record_and_lockstep_batching(tmp_path: Path) -> None:
     assert model.calls[0]["stop"] and model.calls[3]["temperature"] == 0.0
     act = [c for c in model.conversations if kind_of(c) == "act"][0]
     assert act[0]["role"] == "system" and "Action Input" in act[0]["content"] and act[1]["content"].endswith("request #0.")
+
+
+# --------------------------------------------------------------------------- guided mode
+def guided_script(conv: Conv) -> str:
+    """Continuations of the prefilled replies: arguments that run on, then an answer; the first calculator call fails."""
+    kind = kind_of(conv)
+    if kind != "act":
+        return script(conv)
+    assert conv[-1]["role"] == "assistant"  # every action turn is prefilled
+    if conv[-1]["content"] == GUIDED_ANSWER:
+        return f" it is {conv[-2]['content'][:10]}\nObservation: made up"
+    if "get_city" in conv[-1]["content"]:
+        return '"city": "Oslo"}\nThought: more {"x": 1}'
+    failed_before = conv[-2]["role"] == "tool"
+    return '"expression": "2*3"} and on' if failed_before else '"expression": "2*"}'
+
+
+def test_guided_prefills_a_call_of_the_explored_api_then_the_answer(tmp_path: Path) -> None:
+    model = ScriptedChatModel(guided_script)
+    trials = run(tmp_path, model, apis=["calculator", "apichain:get_city"], num_episodes=1, num_stm_slots=2, max_turn=3,
+                 guided=True)
+    assert [t["guided"] for t in trials] == [True] * 4
+    for t in trials:
+        api = t["api"]
+        *calls, answer = t["steps"]
+        for s in calls:  # each step parses as a call of the explored API, its text prefix + cut continuation
+            assert s["kind"] == "call" and s["call"]["name"] == api
+            assert s["text"].startswith(guided_call_prefill(api)) and s["text"].endswith("}")
+        assert calls[-1]["ok"] is True and all(s["ok"] is False for s in calls[:-1])
+        assert answer["kind"] == "answer" and answer["text"].startswith(GUIDED_ANSWER)
+        assert t["final_answer"] == answer["text"][len(GUIDED_ANSWER):].strip() and t["truncated"] is False
+    calc, city = trials[0], trials[1]
+    assert [s["call"]["arguments"] for s in calc["steps"][:-1]] == [{"expression": "2*"}, {"expression": "2*3"}]
+    assert city["steps"][0]["text"] == guided_call_prefill("get_city") + '"city": "Oslo"}'
+    assert calc["final_answer"] == "it is 6"  # a failed call is retried; a successful one is answered
+    acts = [c for c in model.conversations if kind_of(c) == "act"]
+    assert all(c[-1]["role"] == "assistant" for c in acts)
+    assert [c[-1]["content"] for c in acts[:2]] == [guided_call_prefill("calculator"), guided_call_prefill("get_city")]
+    reflect = [c for c in model.conversations if kind_of(c) == "reflect"][0]  # reflection: no prefill
+    assert reflect[-1]["role"] == "user" and reflect[-2]["content"] == calc["steps"][-1]["text"]
+
+
+def test_guided_answers_at_the_turn_limit(tmp_path: Path) -> None:
+    def always_fails(conv: Conv) -> str:
+        if kind_of(conv) == "act" and conv[-1]["content"] != GUIDED_ANSWER:
+            return '"expression": "1/0"}'
+        return guided_script(conv)
+
+    (t,) = run(tmp_path, ScriptedChatModel(always_fails), num_episodes=1, num_stm_slots=1, max_turn=2, guided=True)
+    assert [s["kind"] for s in t["steps"]] == ["call", "call", "answer"]
+    assert [s["ok"] for s in t["steps"]] == [False, False, None] and t["final_answer"] and not t["truncated"]
+
+
+def test_unguided_conversations_are_not_prefilled(tmp_path: Path) -> None:
+    model = ScriptedChatModel(script)
+    (t,) = run(tmp_path, model, num_episodes=1, num_stm_slots=1)
+    assert t["guided"] is False
+    assert all(c[-1]["role"] != "assistant" for c in model.conversations)
+
+
+@pytest.mark.parametrize(("continuation", "kept"), [
+    ('"a": 1}', '"a": 1}'), ('"a": {"b": [1, "}"]}} tail', '"a": {"b": [1, "}"]}}'), ("}\n}", "}"),
+    ('"a": 1', '"a": 1'), ("not json}", "not json}"), ("", ""), ('"a": ' + "[" * 5000, '"a": ' + "[" * 5000),
+])
+def test_close_json(continuation: str, kept: str) -> None:
+    assert close_json(continuation) == kept
 
 
 # --------------------------------------------------------------------------- the turn limit and hostile text
@@ -275,6 +344,7 @@ def test_config_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="Did you mean 'get_city'"):
         ExploreConfig(apis=["apichain:get_cty"])
     assert ExploreConfig(apis="calculator").apis == ["calculator"]
+    assert ExploreConfig().guided is False
 
 
 def test_cli_arguments() -> None:
@@ -283,6 +353,7 @@ def test_cli_arguments() -> None:
     argv = split_list_args(["--apis", "apichain:get_city", "calculator", "--num-episodes", "3", "--apis", "apichain:get_weather"])
     cfg = config_from_args(ExploreConfig, argv)
     assert cfg.apis == ["apichain:get_city", "calculator", "apichain:get_weather"] and cfg.num_episodes == 3
+    assert cfg.guided is False and config_from_args(ExploreConfig, ["--guided"]).guided is True
     with pytest.raises(SystemExit):
         config_from_args(ExploreConfig, ["--num-stm-slots", "0"])
 
