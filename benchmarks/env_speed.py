@@ -1,113 +1,284 @@
 """``toolenv bench env``: how fast the environments step under scripted actions.
 
-Each env and protocol plays scripted episodes — reset, one calculator call, final answer —
-and we report episodes and steps per second through ``gym.make`` (with Gymnasium's wrappers),
-on the bare env, and through a ``SyncVectorEnv`` of 8. As a reference measured in the same run,
-the bare work of an episode (the first gold call's tool function on the same arguments plus the answer
-check, with no env) gives the env's overhead as a ratio.
+Each env and protocol plays scripted episodes — reset, then the task's gold actions: its gold
+calls and the final answer (one calculator call and the answer on the math envs; two to five
+dependent calls on APIChain; per user turn, the turn's calls and a reply on BFCL multi-turn; one
+reply of calls on BFCL single-turn) — and we report episodes and steps per second through
+``gym.make`` (with Gymnasium's wrappers), on the bare env, and through a ``SyncVectorEnv`` of 8
+(each sub-env plays its own task's gold actions). As a reference measured in the same run, the
+bare work of the same episodes without the env gives the env's cost as a ratio:
+
+- envs with fixed tools (math, APIChain): each gold call's tool function on the same arguments,
+  then the answer check;
+- ``toolenv/BFCLMultiTurn-v0``: what BFCL's multi-turn checker does with the same calls — fresh
+  API instances for the model and for the ground truth, each turn's calls run on both, BFCL's
+  ``state_checker`` and ``response_checker`` after every turn;
+- ``toolenv/BFCL-v0``: the AST check of the gold calls (single-turn calls are not executed).
+
+The BFCL envs need the optional ``bfcl-eval`` package; without it their rows say so and are skipped.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 
 import toolenv
 from rewards.math import numeric_match
-from toolenv.types import ToolCall
+from toolenv.protocols import PROTOCOLS
+from toolenv.types import Task, ToolCall
 
-__all__ = ["bench_env", "format_table", "main"]
+__all__ = ["DEFAULT_PROTOCOLS", "FAMILY_PROTOCOLS", "bench_env", "format_table", "main", "protocols_for"]
 
 DEFAULT_PROTOCOLS = ("trice", "react", "json")
+#: Protocols of the families whose gold calls need others (by id prefix): APIChain's calls take
+#: several arguments, which trice cannot write; BFCL asks for Python-style calls (or JSON).
+FAMILY_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "toolenv/APIChain": ("react", "json"),
+    "toolenv/BFCL": ("python", "json"),
+}
 _SCRIPTS = 256  # distinct tasks cycled through
 
 
-def _scripts(env: Any, n: int) -> list[tuple[int, str, str, ToolCall]]:
-    """(task index, call action, answer action, the call) for the first ``n`` tasks: the first gold call, then the answer."""
+def protocols_for(env_id: str) -> tuple[str, ...]:
+    """The protocols an env is measured with by default.
+
+    >>> protocols_for("toolenv/Math-v0"), protocols_for("toolenv/BFCLMultiTurn-v0")
+    (('trice', 'react', 'json'), ('python', 'json'))
+    """
+    for prefix, protocols in FAMILY_PROTOCOLS.items():
+        if env_id.startswith(prefix):
+            return protocols
+    return DEFAULT_PROTOCOLS
+
+
+@dataclass(frozen=True)
+class _Script:
+    index: int
+    actions: tuple[str, ...]
+
+
+def _gold_actions(base: Any, task: Task) -> list[str]:
+    """The expert's actions; a math task without a verified gold call gets one calculator call on its answer."""
+    if not task.solution and "calculator" in base.tools:
+        call = ToolCall("calculator", {"expression": task.answer})
+        return [base.protocol.format_call(call), base.protocol.format_answer(task.answer)]
+    return list(base.gold_actions(task))
+
+
+def _scripts(env: Any, n: int) -> list[_Script]:
+    """The gold actions of the first ``n`` tasks."""
     base = env.unwrapped
-    out = []
-    for i in range(min(n, len(base.tasks))):
-        task = base.tasks[i]
-        call = task.solution[0] if task.solution else ToolCall("calculator", {"expression": task.answer})
-        out.append((i, base.protocol.format_call(call), base.protocol.format_answer(task.answer), call))
-    return out
+    return [_Script(i, tuple(_gold_actions(base, base.tasks[i]))) for i in range(min(n, len(base.tasks)))]
 
 
-def _run(env: Any, scripts: Sequence[tuple[int, str, str, ToolCall]], episodes: int) -> tuple[float, int, int]:
+def _run(env: Any, scripts: Sequence[_Script], episodes: int) -> tuple[float, int, int]:
     steps = solved = 0
+    info: dict[str, Any] = {}
     start = time.perf_counter()
     for e in range(episodes):
-        index, call, answer, _ = scripts[e % len(scripts)]
-        env.reset(options={"index": index})
-        env.step(call)
-        _, _, terminated, _, info = env.step(answer)
-        steps += 2
-        solved += bool(info["success"])
+        script = scripts[e % len(scripts)]
+        env.reset(options={"index": script.index})
+        for action in script.actions:
+            _, _, terminated, truncated, info = env.step(action)
+            steps += 1
+            if terminated or truncated:
+                break
+        solved += bool(info.get("success"))
     return time.perf_counter() - start, steps, solved
 
 
-def _run_bare(env: Any, scripts: Sequence[tuple[int, str, str, ToolCall]], answers: Sequence[str], episodes: int) -> float:
-    """The same work without the env: the tool function on the gold arguments, then the answer check."""
-    tools = env.unwrapped.tools
+# ---------------------------------------------------------------------------------- references
+def _tool_reference(base: Any, scripts: Sequence[_Script]) -> Callable[[int], None]:
+    """Each gold call's tool function on its arguments, then the answer check."""
+    work = []
+    for s in scripts:
+        task = base.tasks[s.index]
+        calls = task.solution or (ToolCall("calculator", {"expression": task.answer}),)
+        work.append(([(base.tools[c.name].fn, c) for c in calls], task.answer))
+
+    def run(k: int) -> None:
+        calls, answer = work[k]
+        value = None
+        for fn, call in calls:
+            value = fn(**dict(call.arguments)) if call.positional is None else fn(call.positional)
+        numeric_match([answer], answer=[answer], tool_value=[value])
+
+    return run
+
+
+def _bfcl_instances(meta: dict[str, Any]) -> dict[str, Any]:
+    """Fresh API instances with the task's initial config, as BFCL's executor makes them."""
+    from bfcl_eval.constants.executable_backend_config import (  # type: ignore[import-untyped]
+        CLASS_FILE_PATH_MAPPING,
+        STATELESS_CLASSES,
+    )
+
+    instances = {}
+    for name in meta["involved_classes"]:
+        instance = getattr(importlib.import_module(CLASS_FILE_PATH_MAPPING[name]), name)()
+        if name not in STATELESS_CLASSES:
+            instance._load_scenario(copy.deepcopy(meta["initial_config"].get(name, {})), long_context=bool(meta.get("long_context")))
+        instances[name] = instance
+    return instances
+
+
+def _bfcl_multi_turn_reference(base: Any, scripts: Sequence[_Script]) -> Callable[[int], None]:
+    """BFCL's multi-turn check of the gold calls: model and ground-truth instances, state and response checks."""
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import (  # type: ignore[import-untyped]
+        response_checker,
+        state_checker,
+    )
+
+    from toolenv.envs.bfcl import execution_text
+
+    def execute(instances: dict[str, Any], call: ToolCall) -> str:
+        owner = next(i for i in instances.values() if hasattr(type(i), call.name))
+        try:
+            return execution_text(getattr(owner, call.name)(**call.arguments))
+        except Exception as e:
+            return f"Error during execution: {e}"
+
+    work = []
+    for s in scripts:
+        task = base.tasks[s.index]
+        turns, k = [], 0
+        for strings in task.meta["ground_truth"]:  # task.solution is every turn's calls in order
+            turns.append(task.solution[k : k + len(strings)])
+            k += len(strings)
+        work.append((task.meta, turns))
+
+    def run(k: int) -> None:
+        meta, turns = work[k]
+        model, truth = _bfcl_instances(meta), _bfcl_instances(meta)
+        results: list[str] = []
+        for turn, calls in enumerate(turns):
+            if calls:
+                truth_results = [execute(truth, c) for c in calls]
+                results += [execute(model, c) for c in calls]
+                if state_checker(model, truth)["valid"]:
+                    response_checker(results, truth_results, turn)
+
+    return run
+
+
+def _bfcl_ast_reference(base: Any, scripts: Sequence[_Script]) -> Callable[[int], None]:
+    """BFCL's AST check of the gold calls."""
+    from toolenv.envs.bfcl import ast_check
+
+    work = []
+    for s in scripts:
+        task = base.tasks[s.index]
+        work.append((task.meta["functions"], [{c.name: dict(c.arguments)} for c in task.solution], task.meta["ground_truth"]))
+
+    def run(k: int) -> None:
+        functions, output, truth = work[k]
+        if output:
+            ast_check(functions, output, truth, base.category)
+
+    return run
+
+
+def _reference(env: Any, scripts: Sequence[_Script]) -> Callable[[int], None]:
+    """The work of script ``k``'s episode without the env (see the module docstring)."""
+    from toolenv.envs.bfcl import BFCLEnv, BFCLMultiTurnEnv
+
+    base = env.unwrapped
+    if isinstance(base, BFCLMultiTurnEnv):
+        return _bfcl_multi_turn_reference(base, scripts)
+    if isinstance(base, BFCLEnv):
+        return _bfcl_ast_reference(base, scripts)
+    return _tool_reference(base, scripts)
+
+
+def _run_reference(run: Callable[[int], None], n_scripts: int, episodes: int) -> float:
     start = time.perf_counter()
     for e in range(episodes):
-        k = e % len(scripts)
-        call = scripts[k][3]
-        value = tools[call.name].fn(**dict(call.arguments)) if call.positional is None else tools[call.name].fn(call.positional)
-        numeric_match([answers[k]], answer=[answers[k]], tool_value=[value])
+        run(e % n_scripts)
     return time.perf_counter() - start
 
 
-def _run_vector(env_id: str, kwargs: dict[str, Any], scripts: Sequence[tuple[int, str, str, ToolCall]], episodes: int, num_envs: int = 8) -> float:
+def _run_vector(env_id: str, kwargs: dict[str, Any], episodes: int, num_envs: int = 8) -> float:
+    """Episodes per second of a ``SyncVectorEnv``, each sub-env playing its own task's gold actions.
+
+    Only ``venv.step`` is timed; the gold actions of each new task are looked up between steps.
+    Gymnasium's default next-step autoreset resets a finished sub-env on the following step,
+    whose action it ignores. Gold actions that do not end an episode (a protocol that cannot
+    write them) are followed by their last action until the registered time limit ends it.
+    """
     venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **kwargs)
-    rounds = max(1, episodes // num_envs)
-    start = time.perf_counter()
+    subs = [e.unwrapped for e in venv.envs]  # type: ignore[attr-defined]
+    cache: dict[str, list[str]] = {}
+
+    def actions_of(base: Any) -> list[str]:
+        if base.task.id not in cache:
+            cache[base.task.id] = _gold_actions(base, base.task)
+        return list(cache[base.task.id])
+
     venv.reset(seed=0)
-    for r in range(rounds):
-        batch = [scripts[(r * num_envs + j) % len(scripts)] for j in range(num_envs)]
-        venv.step([b[1] for b in batch])
-        venv.step([b[2] for b in batch])  # answers end the episodes; autoreset follows on the next step
-        venv.step(["" for _ in batch])  # the autoreset step (next-step mode) is a reset, not an action
-    elapsed = time.perf_counter() - start
+    queues = [actions_of(b) for b in subs]
+    resetting = [False] * num_envs
+    done, elapsed = 0, 0.0
+    while done < episodes:
+        actions = ["" if resetting[j] else queues[j].pop(0) for j in range(num_envs)]
+        start = time.perf_counter()
+        _, _, terminated, truncated, _ = venv.step(actions)
+        elapsed += time.perf_counter() - start
+        for j in range(num_envs):
+            if resetting[j]:  # that step was the reset: a new task
+                resetting[j], queues[j] = False, actions_of(subs[j])
+            elif terminated[j] or truncated[j]:
+                resetting[j], done = True, done + 1
+            elif not queues[j]:  # actions that do not end the episode: repeat the last until TimeLimit does
+                queues[j] = [actions[j]]
     venv.close()
-    return rounds * num_envs / elapsed
+    return done / elapsed
 
 
 def bench_env(
     env_ids: Sequence[str] | None = None,
     *,
-    protocols: Sequence[str] = DEFAULT_PROTOCOLS,
+    protocols: Sequence[str] | None = None,
     episodes: int = 5_000,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Measure every env id (default: every registered id whose data loads) under each protocol.
+    """Measure every env id (default: every registered train id) under each protocol.
+
+    Args:
+        env_ids: Registered ids (default: every id except held-out copies, which repeat their train id).
+        protocols: Protocols to measure every env with (default: :func:`protocols_for` each env).
+        episodes: Scripted episodes per env and protocol (the vector env plays at most 2,000).
+        seed: Seed of the first reset.
 
     Returns one row per (env, protocol) with ``episodes_per_s``, ``steps_per_s``,
     ``bare_env_episodes_per_s``, ``vector_episodes_per_s``, ``reference_episodes_per_s`` (the
-    tool call and answer check alone) and ``overhead_x`` (reference / env speed).
+    episodes' work without the env) and ``overhead_x`` (reference / env speed); an env whose
+    data or package is missing gets one row with ``skipped`` (the reason).
     """
     if env_ids is None:
-        # held-out copies would only repeat their train id; BFCL's tools change with every task
-        env_ids = [i for i in toolenv.ENV_INFO if not i.endswith(("-Test-v0", "-Valid-v0")) and not i.startswith("toolenv/BFCL")]
+        env_ids = [i for i in toolenv.ENV_INFO if not i.endswith(("-Test-v0", "-Valid-v0"))]
     rows: list[dict[str, Any]] = []
     for env_id in env_ids:
-        for protocol in protocols:
+        for protocol in protocols or protocols_for(env_id):
             try:
                 env = gym.make(env_id, protocol=protocol)
-            except FileNotFoundError as e:
+            except FileNotFoundError as e:  # missing data, or bfcl-eval not installed (a DataNotFoundError)
                 rows.append({"env": env_id, "protocol": protocol, "skipped": str(e).splitlines()[0]})
                 break
             env.reset(seed=seed)
             scripts = _scripts(env, _SCRIPTS)
-            answers = [env.unwrapped.tasks[s[0]].answer for s in scripts]  # type: ignore[attr-defined]
+            reference = _reference(env, scripts)
             _run(env, scripts, min(200, episodes))  # warm-up: caches, first-call checks
             elapsed, steps, solved = _run(env, scripts, episodes)
             bare_elapsed, _, _ = _run(env.unwrapped, scripts, episodes)
-            ref_elapsed = _run_bare(env, scripts, answers, episodes)
-            vector = _run_vector(env_id, {"protocol": protocol}, scripts, min(episodes, 2_000))
+            ref_elapsed = _run_reference(reference, len(scripts), episodes)
+            vector = _run_vector(env_id, {"protocol": protocol}, min(episodes, 2_000))
             env.close()
             rows.append(
                 {
@@ -115,12 +286,13 @@ def bench_env(
                     "protocol": protocol,
                     "episodes": episodes,
                     "solved": solved / episodes,
+                    "steps_per_episode": steps / episodes,
                     "episodes_per_s": episodes / elapsed,
                     "steps_per_s": steps / elapsed,
                     "bare_env_episodes_per_s": episodes / bare_elapsed,
                     "vector_episodes_per_s": vector,
                     "reference_episodes_per_s": episodes / ref_elapsed,
-                    "overhead_x": (episodes / ref_elapsed) / (episodes / elapsed),
+                    "overhead_x": elapsed / ref_elapsed,
                 }
             )
     return rows
@@ -128,30 +300,32 @@ def bench_env(
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of :func:`bench_env` rows."""
-    head = "| env | protocol | episodes/s | steps/s | bare env ep/s | vector(8) ep/s | tool+check ep/s | env cost (x ref) | solved |"
-    lines = [head, "|" + "---|" * 9]
+    head = ("| env | protocol | steps/ep | episodes/s | steps/s | bare env ep/s | vector(8) ep/s | reference ep/s |"
+            " env cost (x ref) | solved |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         if "skipped" in r:
-            lines.append(f"| {r['env']} | - | skipped: {r['skipped']} | | | | | | |")
+            lines.append(f"| {r['env']} | - | skipped: {r['skipped']} | | | | | | | |")
             continue
         lines.append(
-            f"| {r['env']} | {r['protocol']} | {r['episodes_per_s']:,.0f} | {r['steps_per_s']:,.0f} |"
-            f" {r['bare_env_episodes_per_s']:,.0f} | {r['vector_episodes_per_s']:,.0f} |"
+            f"| {r['env']} | {r['protocol']} | {r['steps_per_episode']:.1f} | {r['episodes_per_s']:,.0f} |"
+            f" {r['steps_per_s']:,.0f} | {r['bare_env_episodes_per_s']:,.0f} | {r['vector_episodes_per_s']:,.0f} |"
             f" {r['reference_episodes_per_s']:,.0f} | {r['overhead_x']:.1f} | {r['solved']:.0%} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``toolenv bench env [--env ID ...] [--episodes N]``: print the table."""
+    """``toolenv bench env [--env ID ...] [--protocol P ...] [--episodes N]``: print the table."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="toolenv bench env", description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: every train id whose data loads)")
-    parser.add_argument("--protocol", action="append", default=[], choices=list(DEFAULT_PROTOCOLS), help="protocol (repeatable; default: all)")
+    parser.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: every train id)")
+    parser.add_argument("--protocol", action="append", default=[], choices=list(PROTOCOLS),
+                        help="protocol (repeatable; default: trice, react, json; react, json for APIChain; python, json for BFCL)")
     parser.add_argument("--episodes", type=int, default=5_000, help="scripted episodes per env and protocol")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    rows = bench_env(args.env or None, protocols=args.protocol or DEFAULT_PROTOCOLS, episodes=args.episodes, seed=args.seed)
+    rows = bench_env(args.env or None, protocols=args.protocol or None, episodes=args.episodes, seed=args.seed)
     print(format_table(rows))  # the CLI layer's output
     return 0

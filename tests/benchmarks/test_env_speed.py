@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import gymnasium as gym
+import pytest
+
+from benchmarks import env_speed
 from benchmarks.env_speed import bench_env, format_table
+from toolenv.datasets.bfcl import BFCLNotInstalledError
 
 
 def test_bench_env_rows() -> None:
@@ -14,3 +21,40 @@ def test_bench_env_rows() -> None:
         assert r["overhead_x"] > 0
     table = format_table(rows)
     assert table.count("\n") == 3 and "| toolenv/Math-v0 | json |" in table
+
+
+def test_apichain_plays_whole_gold_chains() -> None:
+    rows = bench_env(["toolenv/APIChain-v0"], episodes=100)
+    assert [r["protocol"] for r in rows] == ["react", "json"]  # trice cannot write its multi-argument calls
+    for r in rows:
+        assert r["solved"] == 1.0
+        assert 3 <= r["steps_per_episode"] <= 6  # 2-5 calls, then the answer
+        assert r["vector_episodes_per_s"] > 0 and r["overhead_x"] > 0
+
+
+def test_bfcl_envs_are_measured() -> None:
+    pytest.importorskip("bfcl_eval", reason="bfcl-eval is not installed")
+    rows = bench_env(["toolenv/BFCLMultiTurn-v0", "toolenv/BFCL-v0"], episodes=30)
+    assert [(r["env"], r["protocol"]) for r in rows] == [
+        ("toolenv/BFCLMultiTurn-v0", "python"), ("toolenv/BFCLMultiTurn-v0", "json"),
+        ("toolenv/BFCL-v0", "python"), ("toolenv/BFCL-v0", "json"),
+    ]
+    for r in rows:
+        assert r["solved"] == 1.0, r  # ground-truth replay passes BFCL's checks
+        assert r["vector_episodes_per_s"] > 0 and r["reference_episodes_per_s"] > 0
+    assert rows[0]["steps_per_episode"] > 2 and rows[2]["steps_per_episode"] == 1
+
+
+def test_bfcl_without_the_package_is_skipped_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    make = gym.make
+
+    def make_without_bfcl(env_id: str, **kwargs: Any) -> gym.Env:
+        if env_id.startswith("toolenv/BFCL"):
+            raise BFCLNotInstalledError("The BFCL envs need the bfcl-eval package: pip install --no-deps bfcl-eval==2026.3.23")
+        return make(env_id, **kwargs)
+
+    monkeypatch.setattr(env_speed.gym, "make", make_without_bfcl)
+    rows = bench_env(["toolenv/BFCL-v0"], episodes=10)
+    assert rows == [{"env": "toolenv/BFCL-v0", "protocol": "python",
+                     "skipped": "The BFCL envs need the bfcl-eval package: pip install --no-deps bfcl-eval==2026.3.23"}]
+    assert "| toolenv/BFCL-v0 | - | skipped: The BFCL envs need the bfcl-eval package" in format_table(rows)
