@@ -6,6 +6,8 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import gymnasium as gym
+
 from toolenv.core import BASE_REWARD_WEIGHTS, ToolEnv, truncate
 from toolenv.datasets.base import ListTaskSet
 from toolenv.protocols import Protocol
@@ -222,6 +224,20 @@ class ExploreEnv(ToolEnv):
     def _on_answer(self, answer: str) -> tuple[dict[str, float], bool, str]:
         self._answer = answer
         return {}, True, ""
+
+    def gold_actions(self, task: Task | None = None) -> list[str]:
+        """The task's gold call (built-in tasks have one), then a final answer quoting its output.
+
+        Exploration has no gold answer, so the answer is the text the gold calls return, run on
+        fresh tools; a task without gold calls (an imagined or generic query) just answers.
+        """
+        task = task or self.task
+        if task is None:
+            raise gym.error.ResetNeeded("No task: call reset() first or pass a task.")
+        tools = {t.name: t for t in make_tools(self.apis)}
+        outputs = [tools[c.name](c).output if c.name in tools else "" for c in task.solution]
+        answer = task.answer or (outputs[-1] if outputs else "") or "I could not use the tools for this query."
+        return [self.protocol.format_call(c) for c in task.solution] + [self.protocol.format_answer(answer)]
 
     def _is_success(self, raw: dict[str, float]) -> bool:
         return bool(self._answer and self._answer.strip()) and self._ok_calls > 0
