@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +40,24 @@ class StepToolPreset:
     """Sizes of one benchmark run."""
 
     model: str = "smollm2-135m"
-    # Level 1 (two dependent calls, three tools) keeps episodes near 600 tokens; the full task family
-    # lists ten tool schemas (about 1,500 tokens an episode), which is for a GPU.
+    # Level 1 (two dependent calls, three tools) in the ReAct protocol keeps an episode near 420 tokens
+    # (600 with JSON tool schemas); the full task family lists ten tools, which is for a GPU.
     train_env: str = "toolenv/APIChain-L1-v0"
     test_env: str = "toolenv/APIChain-L1-Test-v0"
+    env_kwargs: dict[str, Any] = field(default_factory=lambda: {"protocol": "react"})
     algorithms: tuple[str, ...] = ALGORITHMS
-    seeds: tuple[int, ...] = (0, 1)  # two seeds, so the table has a spread
+    # On 2 CPU cores a SmolLM2-135M update costs ~100 tokens/s, so the CPU preset is one seed and two
+    # iterations per algorithm (~30 min); `--seeds 3` adds the spread, `--preset full` is the real size.
+    seeds: tuple[int, ...] = (0,)
     bc_steps: int = 10  # a short warm start: 40 steps already solve level 1, leaving RL nothing to show
     bc_batch_size: int = 4
     demos: int = 400
-    samples: int = 24  # env episodes per algorithm and seed
+    samples: int = 16  # env episodes per algorithm and seed
     episodes_per_iteration: int = 8
-    eval_episodes: int = 24
-    eval_batch_size: int = 24  # one batch: batched decoding is ~10x faster per sequence on CPU
+    ppo_epochs: int = 1
+    dpo_pairs_per_task: int = 2  # each pair is two sequences through the policy and the reference
+    eval_episodes: int = 20
+    eval_batch_size: int = 20  # one batch: batched decoding is ~10x faster per sequence on CPU
     max_new_tokens: int = 48
     lr: float = 5e-5  # LoRA; 2e-5 left the policy within KL 1e-4 of the warm start after 32 samples
     lora_r: int = 16
@@ -60,8 +65,9 @@ class StepToolPreset:
 
 PRESETS: dict[str, StepToolPreset] = {
     "cpu": StepToolPreset(),
-    "full": StepToolPreset(train_env="toolenv/APIChain-v0", test_env="toolenv/APIChain-Test-v0", seeds=(0, 1, 2), bc_steps=1000, bc_batch_size=32, demos=20_000, samples=20_000,
-                           episodes_per_iteration=64, eval_episodes=1000, eval_batch_size=64, max_new_tokens=128, lora_r=64),
+    "full": StepToolPreset(train_env="toolenv/APIChain-v0", test_env="toolenv/APIChain-Test-v0", env_kwargs={}, seeds=(0, 1, 2), bc_steps=1000,
+                           bc_batch_size=32, demos=20_000, samples=20_000, episodes_per_iteration=64, ppo_epochs=2, dpo_pairs_per_task=4,
+                           eval_episodes=1000, eval_batch_size=64, max_new_tokens=128, lora_r=64),
 }
 
 
@@ -69,7 +75,7 @@ def _agent_config(algo: str, preset: StepToolPreset, bc_dir: Path, out: Path, se
     """The agent module and its config for one run, all with the same sample budget."""
     iterations = max(1, preset.samples // preset.episodes_per_iteration)
     common: dict[str, Any] = {
-        "model": str(bc_dir), "env": [preset.train_env], "out": str(out), "max_steps": iterations, "seed": seed,
+        "model": str(bc_dir), "env": [preset.train_env], "env_kwargs": dict(preset.env_kwargs), "out": str(out), "max_steps": iterations, "seed": seed,
         "lr": preset.lr, "lora_r": preset.lora_r, "lora_alpha": 2 * preset.lora_r, "max_new_tokens": preset.max_new_tokens,
         "save_every": max(1, iterations // 3),
     }
@@ -79,7 +85,7 @@ def _agent_config(algo: str, preset: StepToolPreset, bc_dir: Path, out: Path, se
 
         placement = "step" if algo == "step-ppo" else "final"
         return ppo, ppo.Config(**common, reward_placement=placement, episodes_per_step=preset.episodes_per_iteration,
-                               minibatch_size=min(4, preset.episodes_per_iteration))
+                               minibatch_size=min(4, preset.episodes_per_iteration), ppo_epochs=preset.ppo_epochs)
     if algo == "grpo":
         from agents import grpo
 
@@ -87,7 +93,8 @@ def _agent_config(algo: str, preset: StepToolPreset, bc_dir: Path, out: Path, se
     if algo == "dpo":
         from agents import dpo  # type: ignore[attr-defined]
 
-        return dpo, dpo.Config(**common, group_size=group, tasks_per_step=max(1, preset.episodes_per_iteration // group))
+        return dpo, dpo.Config(**common, group_size=group, tasks_per_step=max(1, preset.episodes_per_iteration // group),
+                               max_pairs_per_task=preset.dpo_pairs_per_task)
     raise ValueError(f"Unknown algorithm {algo!r}: expected one of {list(ALGORITHMS)}.")
 
 
@@ -96,7 +103,7 @@ def _evaluate(model: Path, preset: StepToolPreset, out: Path) -> dict[str, float
     if path.exists():
         return json.loads(path.read_text())[preset.test_env]
     metrics = evaluate_model(str(model), [preset.test_env], episodes=preset.eval_episodes, out_dir=out,
-                             batch_size=preset.eval_batch_size, max_new_tokens=preset.max_new_tokens)
+                             batch_size=preset.eval_batch_size, max_new_tokens=preset.max_new_tokens, env_kwargs=dict(preset.env_kwargs))
     return metrics[preset.test_env]
 
 
@@ -128,7 +135,7 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
     bc_dir = out / "bc" / "model"
     start = time.perf_counter()
     if not (bc_dir / "toolenv_policy.json").exists():
-        bc.train(bc.Config(model=preset.model, env=[preset.train_env], out=str(bc_dir), max_steps=preset.bc_steps,
+        bc.train(bc.Config(model=preset.model, env=[preset.train_env], env_kwargs=dict(preset.env_kwargs), out=str(bc_dir), max_steps=preset.bc_steps,
                            batch_size=preset.bc_batch_size, demos_per_env=preset.demos, lora_r=preset.lora_r,
                            lora_alpha=2 * preset.lora_r, lr=3e-4, save_every=max(10, preset.bc_steps // 3)))
     results["runs"]["bc"] = [_evaluate(bc_dir, preset, out / "bc" / "eval")]
@@ -178,7 +185,7 @@ def format_steptool_table(results: dict[str, Any]) -> str:
     p = results["preset"]
     lines.append("")
     lines.append(f"Greedy evaluation on the first {p['eval_episodes']} tasks of {p['test_env']}; trained on {p['train_env']} "
-                 f"from one BC warm start; {len(p['seeds'])} seed(s); model {p['model']}.")
+                 f"({json.dumps(p.get('env_kwargs') or {})}) from one BC warm start; {len(p['seeds'])} seed(s); model {p['model']}.")
     return "\n".join(lines)
 
 
@@ -224,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-env", default=None, help="held-out env id (preset cpu: toolenv/APIChain-L1-Test-v0; full: toolenv/APIChain-Test-v0)")
     parser.add_argument("--algorithm", action="append", choices=list(ALGORITHMS), default=[], help="repeatable; default all")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
+    parser.add_argument("--protocol", default=None, help="action protocol of the envs (preset cpu: react; full: the env's default)")
     for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the preset's {name}")
     args = parser.parse_args(argv)
@@ -235,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["algorithms"] = tuple(args.algorithm)
     if args.seeds:
         overrides["seeds"] = tuple(range(args.seeds))
+    if args.protocol:
+        overrides["env_kwargs"] = {**PRESETS[args.preset].env_kwargs, "protocol": args.protocol}
     for key in ("train_env", "test_env"):
         if key in overrides and overrides[key] not in toolenv.ENV_INFO:
             parser.error(f"unknown env id {overrides[key]!r}; see `toolenv list`")
