@@ -50,6 +50,7 @@ class STEPreset:
     max_turn: int = 2
     query_max_tokens: int = 40
     action_max_tokens: int = 64
+    guided: bool = True  # a 135M explorer writes no well-formed ReAct action unguided (see `toolenv ste explore --guided`)
     judge: bool = False  # ask the explorer whether each kept trial fulfils its query
     paraphrase_target: int = 24  # examples per API after paraphrasing (STE: 150)
     ft_steps: int = 30  # bc steps per continual-learning round
@@ -71,7 +72,7 @@ PRESETS: dict[str, STEPreset] = {
                       rounds=(("apichain:find_employee", "apichain:get_department", "apichain:get_city"),
                               ("apichain:get_country", "apichain:get_weather", "apichain:get_exchange_rate"),
                               ("apichain:lookup_product", "apichain:convert_units", "apichain:get_distance", "calculator")),
-                      num_episodes=15, num_stm_slots=4, max_turn=4, query_max_tokens=96, action_max_tokens=192, judge=True,
+                      num_episodes=15, num_stm_slots=4, max_turn=4, query_max_tokens=96, action_max_tokens=192, guided=False, judge=True,
                       paraphrase_target=150, ft_steps=500, ft_batch_size=32, lr=2e-4, lora_r=64, tests_per_api=50, e2e_tests=200,
                       icl_k=8, max_new_tokens=192, batch_size=64),
 }
@@ -142,7 +143,8 @@ def run_ste(preset: STEPreset, out: str | Path, *, explorer: Any = None) -> dict
     if not trials_file.exists() or len(load_trials(trials_file)) < expected:
         explore(ExploreConfig(apis=specs, model=preset.explorer, out=str(trials_file), num_episodes=preset.num_episodes,
                               num_stm_slots=preset.num_stm_slots, max_turn=preset.max_turn, batch_size=preset.batch_size,
-                              query_max_tokens=preset.query_max_tokens, action_max_tokens=preset.action_max_tokens),
+                              query_max_tokens=preset.query_max_tokens, action_max_tokens=preset.action_max_tokens,
+                              guided=preset.guided),
                 model=explorer_model())
     trials = load_trials(trials_file)
     seconds["explore"] = time.perf_counter() - start
@@ -302,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--explorer", default=None, help="explorer model (default: the preset's)")
     parser.add_argument("--model", default=None, help="model to evaluate and fine-tune (default: the preset's)")
     parser.add_argument("--judge", action=argparse.BooleanOptionalAction, default=None, help="filter with the explorer as judge")
+    parser.add_argument("--guided", action=argparse.BooleanOptionalAction, default=None, help="guided exploration (preset cpu: on)")
     for name in ("num_episodes", "num_stm_slots", "max_turn", "paraphrase_target", "ft_steps", "tests_per_api", "e2e_tests", "icl_k"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the preset's {name}")
     args = parser.parse_args(argv)
