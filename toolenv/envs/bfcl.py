@@ -252,10 +252,16 @@ class _BFCLBase(ToolEnv):
         # ToolEnv fixes its tools at construction; BFCL's change with every task (and turn).
         self.tools = {t.name: t for t in tools}
         self._tool_names = {name: tuple(signatures.get(name, ())) for name in self.tools}  # type: ignore[assignment]
-        if self.protocol.name == "python":
-            self.system_prompt = bfcl_system_prompt(docs)
-        else:
-            self.system_prompt = self.protocol.instructions(list(self.tools.values()))
+        # The prompt depends only on the task's docs (and which of them are offered yet): cache it,
+        # as rendering ~30 docs as JSON is a third of a reset.
+        key = (self.task.id if self.task is not None else "", tuple(d["name"] for d in docs))
+        cache: dict[tuple[str, tuple[str, ...]], str] = self.__dict__.setdefault("_system_prompts", {})
+        if key not in cache:
+            if self.protocol.name == "python":
+                cache[key] = bfcl_system_prompt(docs)
+            else:
+                cache[key] = self.protocol.instructions(list(self.tools.values()))
+        self.system_prompt = cache[key]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         obs, info = super().reset(seed=seed, options=options)
