@@ -19,15 +19,21 @@ API, so the try step's replies are prefilled (:mod:`agents.ste.chat`'s prefill) 
 scaffolding and the model writes only the parts that carry information. The policy:
 
 * the first turn, and any turn after a call that failed or an action that did not parse, is a
-  call: the reply starts ``Thought: I should call {api}.\\nAction: {api}\\nAction Input: {`` and
-  the model writes the JSON arguments (its continuation is cut where the object closes,
-  :func:`agents.ste.prompts.close_json`);
+  call of the explored API: the reply starts ``Thought: I should call {api}.\\nAction:
+  {api}\\nAction Input: {``; then each required parameter in turn is prefilled (``"city": "``)
+  and the model writes its value, cut at the closing quote (strings) or at ``,``/``}``
+  (numbers, booleans); the object is closed after the last one. An API whose required
+  parameters are not all scalars, or that has none, gets the ``{`` alone and the model writes
+  the object, cut where it closes (:func:`agents.ste.prompts.close_json`);
 * the turn after a successful call, and the turn after the last allowed call (``max_turn``), is
   the final answer: the reply starts ``Thought: I now know the final answer.\\nFinal Answer:``.
 
 So a guided trial is one call (retried on errors, up to ``max_turn``) and an answer — the
-single-call queries STE starts every exploration with. The recorded step ``text`` is prefix +
-continuation, exactly what the env parsed. Imagining and reflecting are unchanged.
+single-call queries STE starts every exploration with. The recorded step ``text`` is what the
+env parsed: the prefixes with the model's continuations. The query is imagined from a short
+prompt with an example call built from the schema (:func:`agents.ste.prompts.guided_imagine_messages`;
+same memories); the reflection is unchanged. Sampling still uses ``temperature``: a small
+explorer writes far more usable values below the default 1.0.
 
 The same (episode, trial, turn) of every API runs in one batched ``chat`` call (lockstep), so a
 local model generates for all APIs at once. Every trial is appended to the output JSONL as soon
@@ -85,6 +91,8 @@ from agents.ste.prompts import (
     clean_query,
     close_json,
     guided_call_prefill,
+    guided_imagine_messages,
+    guided_parameters,
     imagine_messages,
     ltm_line,
     parse_reflection,
@@ -118,7 +126,7 @@ class ExploreConfig:
     query_max_tokens: int = field(default=96, metadata={"help": "tokens of an imagined query at most"})
     action_max_tokens: int = field(default=192, metadata={"help": "tokens of one action at most"})
     reflection_max_tokens: int = field(default=16, metadata={"help": "tokens of a reflection at most"})
-    guided: bool = field(default=False, metadata={"help": "prefill the explorer's actions with the ReAct scaffolding (call the explored API, then answer) so it writes only the arguments and the answer; for small explorers (off: STE's method)"})
+    guided: bool = field(default=False, metadata={"help": "for small explorers: prefill the explorer's actions with the ReAct scaffolding (call the explored API with its parameter names, then answer) so it writes only argument values and the answer, and imagine queries from a short prompt (off: STE's method)"})
     seed: int = field(default=0, metadata={"help": "random seed (local models)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
@@ -219,7 +227,7 @@ def _memories(earlier: Sequence[dict[str, Any]], episode: int, slots: int) -> tu
 class _Attempt:
     """One API's trial in flight: its env episode and the steps so far."""
 
-    def __init__(self, env: gym.Env, query: str, api: str) -> None:
+    def __init__(self, env: gym.Env, query: str, api: Api) -> None:
         self.env = env
         self.api = api
         self.base: Any = env.unwrapped
@@ -235,12 +243,9 @@ class _Attempt:
     def conversation(self) -> list[dict[str, str]]:
         return [{"role": m["role"], "content": m["content"]} for m in self.base.messages] + self.extra
 
-    def prefill(self, *, last: bool) -> str:
-        """Guided mode's start of the next reply: the final answer after a successful call or at the
-        turn limit, a call of the explored API otherwise."""
-        if last or (self.steps and self.steps[-1]["ok"] is True):
-            return GUIDED_ANSWER
-        return guided_call_prefill(self.api)
+    def answers_next(self, *, last: bool) -> bool:
+        """Guided mode: the next reply is the final answer (after a successful call, or at the turn limit)."""
+        return last or bool(self.steps and self.steps[-1]["ok"] is True)
 
     def _thought(self, text: str) -> tuple[str | None, Any]:
         try:
@@ -287,30 +292,64 @@ def _seed(seed: int, episode: int, trial: int) -> None:
         torch.manual_seed(value)
 
 
+def _continue(model: ChatModel, cfg: ExploreConfig, attempts: Sequence[_Attempt], prefixes: Sequence[str],
+              stop: Sequence[str]) -> list[str]:
+    """The model's continuation of each attempt's reply so far (a prefill)."""
+    conversations = [a.conversation() + [{"role": "assistant", "content": p}] for a, p in zip(attempts, prefixes)]
+    return model.chat(conversations, max_new_tokens=cfg.action_max_tokens, temperature=cfg.temperature, stop=stop)
+
+
+def _guided_actions(model: ChatModel, cfg: ExploreConfig, active: Sequence[_Attempt], *, last: bool) -> list[str]:
+    """Guided mode's actions for one turn (see the module doc), one batched ``chat`` call per kind of continuation."""
+    texts = [GUIDED_ANSWER if a.answers_next(last=last) else guided_call_prefill(a.api.name) for a in active]
+    params = [None if t == GUIDED_ANSWER else guided_parameters(a.api.doc) for a, t in zip(active, texts)]
+    # 1. final answers, and calls whose arguments the model writes as one object
+    answers = [i for i, t in enumerate(texts) if t == GUIDED_ANSWER]
+    objects = [i for i, p in enumerate(params) if not p and i not in answers]
+    for group, cut in ((answers, str), (objects, close_json)):
+        if group:
+            replies = _continue(model, cfg, [active[i] for i in group], [texts[i] for i in group],
+                                tuple(active[0].base.protocol.stop))
+            for i, reply in zip(group, replies):
+                texts[i] += cut(reply)
+    # 2. the other calls: one required parameter at a time, the model writing its value
+    for k in range(max((len(p) for p in params if p), default=0)):
+        for quoted in (True, False):
+            group = [i for i, p in enumerate(params) if p and k < len(p) and (p[k][1] == "string") == quoted]
+            if not group:
+                continue
+            for i in group:
+                texts[i] += (", " if k else "") + json.dumps(params[i][k][0]) + (': "' if quoted else ": ")  # type: ignore[index]
+            replies = _continue(model, cfg, [active[i] for i in group], [texts[i] for i in group],
+                                ('"', "\n") if quoted else (",", "}", "\n"))
+            for i, reply in zip(group, replies):
+                texts[i] += json.dumps(reply, ensure_ascii=False)[1:-1] + '"' if quoted else reply.strip()
+    return [t + "}" if p else t for t, p in zip(texts, params)]
+
+
 def _run_trials(
     model: ChatModel, cfg: ExploreConfig, todo: list[tuple[Api, gym.Env]], memories: list[tuple[list[str], list[dict[str, Any]]]],
     episode: int, trial: int,
 ) -> list[dict[str, Any]]:
     """One trial for each API in ``todo``, in lockstep; the trial records, in ``todo`` order."""
     # 1. imagine a query per API
-    prompts = [imagine_messages(api.doc_text(), ltm, stm) for (api, _), (ltm, stm) in zip(todo, memories)]
+    prompts = [guided_imagine_messages(api.name, api.doc_text(), api.doc, ltm, stm) if cfg.guided
+               else imagine_messages(api.doc_text(), ltm, stm) for (api, _), (ltm, stm) in zip(todo, memories)]
     raw_queries = model.chat(prompts, max_new_tokens=cfg.query_max_tokens, temperature=cfg.temperature, stop=QUERY_STOP)
-    attempts = [_Attempt(env, clean_query(q), api.name) for (api, env), q in zip(todo, raw_queries)]
-    # 2. try it in the env: up to max_turn actions, then the final answer (guided: prefilled replies)
+    attempts = [_Attempt(env, clean_query(q), api) for (api, env), q in zip(todo, raw_queries)]
+    # 2. try it in the env: up to max_turn actions, then the final answer
     for turn in range(cfg.max_turn + 1):
         active = [a for a in attempts if not a.done]
         if not active:
             break
         last = turn == cfg.max_turn
-        stop = tuple(active[0].base.protocol.stop)
-        prefills = [a.prefill(last=last) if cfg.guided else "" for a in active]
-        conversations = [a.conversation() + ([{"role": "assistant", "content": p}] if p else [])
-                         for a, p in zip(active, prefills)]
-        replies = model.chat(conversations, max_new_tokens=cfg.action_max_tokens, temperature=cfg.temperature, stop=stop)
-        for a, p, text in zip(active, prefills, replies):
-            if p.endswith("{"):
-                text = close_json(text)
-            a.act(p + text, last=last)
+        if cfg.guided:
+            actions = _guided_actions(model, cfg, active, last=last)
+        else:
+            actions = model.chat([a.conversation() for a in active], max_new_tokens=cfg.action_max_tokens,
+                                 temperature=cfg.temperature, stop=tuple(active[0].base.protocol.stop))
+        for a, text in zip(active, actions):
+            a.act(text, last=last)
     # 3. reflect: was the query fulfilled?
     asked = [a for a in attempts if a.query]
     verdicts = model.chat([a.conversation() + [{"role": "user", "content": REFLECTION_PROMPT}] for a in asked],

@@ -15,9 +15,13 @@ Three prompts per trial, after Wang et al. (2024) and their ``prompt_explore.txt
 
 **Guided mode** (opt-in, for small explorers that do not write ReAct zero-shot): the replies of
 the try step are prefilled with the ReAct scaffolding, so the model writes only what carries
-information — the arguments after :func:`guided_call_prefill` (``...Action Input: {``), the
-answer after :data:`GUIDED_ANSWER`. :func:`close_json` cuts an argument continuation where its
-JSON object closes. Imagining and reflecting are the same prompts as without guidance.
+information — the argument values after :func:`guided_call_prefill` (``...Action Input: {`` and,
+one at a time, each required parameter's name, :func:`guided_parameters`), the answer after
+:data:`GUIDED_ANSWER`. An API whose required parameters are not all scalars gets the ``{``
+alone and writes the whole object, cut where it closes (:func:`close_json`). The query is
+imagined from a short prompt (:func:`guided_imagine_messages`) that shows an example call
+built from the schema (:func:`example_arguments`) and the same memories. Reflecting is
+unchanged.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ __all__ = [
     "REFLECTION_PROMPT",
     "clean_query",
     "close_json",
+    "example_arguments",
     "guided_call_prefill",
+    "guided_imagine_messages",
+    "guided_parameters",
     "imagine_messages",
     "ltm_line",
     "parse_reflection",
@@ -129,6 +136,8 @@ def imagine_messages(doc: str, ltm: Sequence[str], stm: Sequence[Mapping[str, An
 
 _LABEL = re.compile(r"^\s*(?:\*\*)?\s*(?:(?:new|synthesi[sz]ed|another|user)\s+)*query(?:\s*\d+)?\s*(?:\*\*)?\s*:\s*(?:\*\*)?",
                     re.IGNORECASE)
+#: A lead-in on the query's own line: "A user could ask:", "Here is a question:", "Ask:".
+_LEAD_IN = re.compile(r"^[^\"\n:?]{0,60}\b(?:ask|asks|question|query)\b[^\"\n:?]{0,12}:\s*(?=\S)", re.IGNORECASE)
 _QUOTES = "\"'`*“”‘’ "
 _MAX_QUERY_CHARS = 1000
 
@@ -136,13 +145,15 @@ _MAX_QUERY_CHARS = 1000
 def clean_query(text: str) -> str:
     """The query in an imagination reply: labels, quotes and afterthoughts removed, one line.
 
-    The first paragraph is kept (a lead-in ending with a colon is skipped); ``""`` when the
-    reply holds no query.
+    The first paragraph is kept (a lead-in ending with a colon is skipped, on its own line or
+    before the query: ``A user could ask: "..."``); ``""`` when the reply holds no query.
 
     >>> clean_query('User Query: "What is the weather in Lima tomorrow?"\\n\\nThis tests the API.')
     'What is the weather in Lima tomorrow?'
     >>> clean_query("Sure, here is one:\\n\\n**Query:** How far is Oslo from Rome?")
     'How far is Oslo from Rome?'
+    >>> clean_query('A user could ask: "Who manages the Sales department?')
+    'Who manages the Sales department?'
     >>> clean_query("   ")
     ''
     """
@@ -154,6 +165,7 @@ def clean_query(text: str) -> str:
     while previous != query:
         previous = query
         query = _LABEL.sub("", query, count=1).strip().strip(_QUOTES).strip()
+        query = _LEAD_IN.sub("", query, count=1).strip().strip(_QUOTES).strip()
     return " ".join(query.split())[:_MAX_QUERY_CHARS]
 
 
@@ -206,3 +218,94 @@ def close_json(continuation: str) -> str:
     except (ValueError, RecursionError):
         return continuation
     return continuation[: end - 1]
+
+
+#: JSON-schema types whose values guided mode has the model write one at a time.
+_SCALARS = ("string", "integer", "number", "boolean")
+_PLACEHOLDER = {"string": "<string>", "integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}
+_EXAMPLE_VALUE = re.compile(r"""e\.g\.,?\s*(?:"([^"]+)"|'([^']+)'|(-?\d+(?:\.\d+)?)\b)""")
+
+
+def _required(doc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    params = doc.get("parameters") or {}
+    props = params.get("properties") or {}
+    return [(name, props.get(name) or {}) for name in params.get("required") or [] if isinstance(name, str)]
+
+
+def guided_parameters(doc: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    """The required parameters ``(name, type)`` of an API whose required parameters are all scalars, else ``None``.
+
+    >>> guided_parameters({"parameters": {"properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
+    ...                                   "required": ["city"]}})
+    [('city', 'string')]
+    >>> guided_parameters({"parameters": {"properties": {"xs": {"type": "array"}}, "required": ["xs"]}}) is None
+    True
+    """
+    out = []
+    for name, schema in _required(doc):
+        kind = schema.get("type")
+        if kind not in _SCALARS:
+            return None
+        out.append((name, str(kind)))
+    return out
+
+
+def example_arguments(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Example arguments of an API: its required parameters with the value its description gives
+    after "e.g." (``e.g. "Paris"``), else a placeholder of its type.
+
+    >>> example_arguments({"parameters": {"properties": {"city": {"type": "string", "description": 'e.g. "Paris"'},
+    ...     "days": {"type": "integer"}}, "required": ["city", "days"]}})
+    {'city': 'Paris', 'days': 1}
+    """
+    out: dict[str, Any] = {}
+    for name, schema in _required(doc):
+        kind = schema.get("type")
+        found = _EXAMPLE_VALUE.search(str(schema.get("description", "")))
+        if found and (found.group(1) or found.group(2)) and kind in (None, "string"):
+            out[name] = found.group(1) or found.group(2)
+        elif found and found.group(3) and kind in ("integer", "number"):
+            out[name] = json.loads(found.group(3))
+        else:
+            out[name] = _PLACEHOLDER.get(str(kind), "<string>")
+    return out
+
+
+_GUIDED_ASK = (
+    "Write one question that a user could ask and that this API helps to answer. Use concrete values, "
+    "like the example call's. Write only the question."
+)
+_GUIDED_LTM = "Questions asked before (ask a different one):"
+_GUIDED_STM = "Questions asked in this session (ask another one of the same kind):"
+
+
+def guided_imagine_messages(
+    api: str, doc_text: str, doc: Mapping[str, Any], ltm: Sequence[str], stm: Sequence[Mapping[str, Any]]
+) -> list[dict[str, str]]:
+    """Guided mode's conversation asking for a new query: short, for a small explorer.
+
+    The API's documentation, an example call (:func:`example_arguments`), the long-term memory
+    lines and the session's earlier queries, and a one-line request.
+
+    Example:
+        >>> m = guided_imagine_messages("f", "API: f", {"parameters": {"properties": {"x": {"type": "string"}},
+        ...     "required": ["x"]}}, ["q1 | solved no"], [{"query": "q2"}])
+        >>> print(m[1]["content"])
+        API: f
+        Example call: f {"x": "<string>"}
+        <BLANKLINE>
+        Questions asked before (ask a different one):
+        q1 | solved no
+        <BLANKLINE>
+        Questions asked in this session (ask another one of the same kind):
+        q2
+        <BLANKLINE>
+        Write one question that a user could ask and that this API helps to answer. Use concrete values, like the example call's. Write only the question.
+    """
+    parts = [f"{doc_text}\nExample call: {api} {json.dumps(example_arguments(doc), ensure_ascii=False)}"]
+    if ltm:
+        parts.append(_GUIDED_LTM + "\n" + "\n".join(ltm))
+    if stm:
+        parts.append(_GUIDED_STM + "\n" + "\n".join(" ".join(str(x.get("query", "")).split()) for x in stm))
+    parts.append(_GUIDED_ASK)
+    return [{"role": "system", "content": IMAGINE_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]

@@ -81,6 +81,8 @@ def test_parse_reflection(text: str, verdict: str | None) -> None:
     ('User Query: "What is 2+2?"', "What is 2+2?"),
     ("New query: What is the weather\nin Lima?\n\nExplanation: tests the API", "What is the weather in Lima?"),
     ("Here is a query:\n\n`Convert 3 miles to km`", "Convert 3 miles to km"),
+    ('A user could ask: "Who manages the Sales department?', "Who manages the Sales department?"),
+    ("Write one! Question: How far is Oslo?", "How far is Oslo?"), ("Is it sunny in Rome: yes or no?", "Is it sunny in Rome: yes or no?"),
     ("", ""), ("\n\n  \n", ""), ('""', ""),
 ])
 def test_clean_query(text: str, query: str) -> None:
@@ -154,17 +156,21 @@ def test_trial_record_and_lockstep_batching(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- guided mode
 def guided_script(conv: Conv) -> str:
-    """Continuations of the prefilled replies: arguments that run on, then an answer; the first calculator call fails."""
+    """Continuations of prefilled replies: argument values that run on, then an answer; the first calculator call fails."""
     kind = kind_of(conv)
+    if kind == "imagine":
+        assert "Example call: " in conv[1]["content"]
+        return script(conv)
     if kind != "act":
         return script(conv)
     assert conv[-1]["role"] == "assistant"  # every action turn is prefilled
-    if conv[-1]["content"] == GUIDED_ANSWER:
+    prefix = conv[-1]["content"]
+    if prefix == GUIDED_ANSWER:
         return f" it is {conv[-2]['content'][:10]}\nObservation: made up"
-    if "get_city" in conv[-1]["content"]:
-        return '"city": "Oslo"}\nThought: more {"x": 1}'
-    failed_before = conv[-2]["role"] == "tool"
-    return '"expression": "2*3"} and on' if failed_before else '"expression": "2*"}'
+    if prefix.endswith('"city": "'):
+        return 'Oslo", "country": "NO"}'  # cut at the closing quote
+    assert prefix == guided_call_prefill("calculator") + '"expression": "'
+    return "2*3" if conv[-2]["role"] == "tool" else "2*"
 
 
 def test_guided_prefills_a_call_of_the_explored_api_then_the_answer(tmp_path: Path) -> None:
@@ -175,9 +181,9 @@ def test_guided_prefills_a_call_of_the_explored_api_then_the_answer(tmp_path: Pa
     for t in trials:
         api = t["api"]
         *calls, answer = t["steps"]
-        for s in calls:  # each step parses as a call of the explored API, its text prefix + cut continuation
+        for s in calls:  # each step parses as a call of the explored API; its text is the prefixes and the values
             assert s["kind"] == "call" and s["call"]["name"] == api
-            assert s["text"].startswith(guided_call_prefill(api)) and s["text"].endswith("}")
+            assert s["text"].startswith(guided_call_prefill(api)) and s["text"].endswith('"}')
         assert calls[-1]["ok"] is True and all(s["ok"] is False for s in calls[:-1])
         assert answer["kind"] == "answer" and answer["text"].startswith(GUIDED_ANSWER)
         assert t["final_answer"] == answer["text"][len(GUIDED_ANSWER):].strip() and t["truncated"] is False
@@ -187,7 +193,9 @@ def test_guided_prefills_a_call_of_the_explored_api_then_the_answer(tmp_path: Pa
     assert calc["final_answer"] == "it is 6"  # a failed call is retried; a successful one is answered
     acts = [c for c in model.conversations if kind_of(c) == "act"]
     assert all(c[-1]["role"] == "assistant" for c in acts)
-    assert [c[-1]["content"] for c in acts[:2]] == [guided_call_prefill("calculator"), guided_call_prefill("get_city")]
+    assert [c[-1]["content"] for c in acts[:2]] == [guided_call_prefill("calculator") + '"expression": "',
+                                                    guided_call_prefill("get_city") + '"city": "']
+    assert model.calls[1]["stop"] == ('"', "\n")  # a string value ends at its closing quote
     reflect = [c for c in model.conversations if kind_of(c) == "reflect"][0]  # reflection: no prefill
     assert reflect[-1]["role"] == "user" and reflect[-2]["content"] == calc["steps"][-1]["text"]
 
@@ -195,12 +203,63 @@ def test_guided_prefills_a_call_of_the_explored_api_then_the_answer(tmp_path: Pa
 def test_guided_answers_at_the_turn_limit(tmp_path: Path) -> None:
     def always_fails(conv: Conv) -> str:
         if kind_of(conv) == "act" and conv[-1]["content"] != GUIDED_ANSWER:
-            return '"expression": "1/0"}'
+            return "1/0"
         return guided_script(conv)
 
     (t,) = run(tmp_path, ScriptedChatModel(always_fails), num_episodes=1, num_stm_slots=1, max_turn=2, guided=True)
     assert [s["kind"] for s in t["steps"]] == ["call", "call", "answer"]
     assert [s["ok"] for s in t["steps"]] == [False, False, None] and t["final_answer"] and not t["truncated"]
+
+
+GUIDED_TOOLS = '''
+def power(base: float, exp: int, label: str) -> str:
+    """Raise a number to a power.
+
+    Args:
+        base: The base, e.g. 2.
+        exp: The exponent.
+        label: A name, e.g. "x".
+    """
+    return f"{label}={base ** exp}"
+
+
+def total(xs: list[int]) -> int:
+    """Add numbers.
+
+    Args:
+        xs: The numbers.
+    """
+    return sum(xs)
+'''
+
+
+def test_guided_values_one_parameter_at_a_time_and_whole_objects(tmp_path: Path) -> None:
+    module = tmp_path / "gtools.py"
+    module.write_text(GUIDED_TOOLS)
+    values = {'"base": ': " 3, 4", '"exp": ': "2}", '"label": "': 'a\\"b'}  # cut at "," / "}" / the quote
+
+    def fill(conv: Conv) -> str:
+        if kind_of(conv) == "imagine":
+            return "Use the tool, request #1."
+        if kind_of(conv) != "act":
+            return "Yes"
+        prefix = conv[-1]["content"]
+        if prefix == GUIDED_ANSWER:
+            return " done"
+        if prefix.endswith("{"):
+            return '"xs": [1, 2]} and more'
+        return next(v for k, v in values.items() if prefix.endswith(k))
+
+    model = ScriptedChatModel(fill)
+    power, total = run(tmp_path, model, apis=[f"{module}:*"], num_episodes=1, num_stm_slots=1, guided=True)
+    step = power["steps"][0]
+    assert step["text"] == guided_call_prefill("power") + '"base": 3, "exp": 2, "label": "a\\\\"}'  # escaped
+    assert step["call"]["arguments"] == {"base": 3, "exp": 2, "label": "a\\"}
+    assert step["observation"] == "a\\=9" and power["final_answer"] == "done"
+    assert total["steps"][0]["text"] == guided_call_prefill("total") + '"xs": [1, 2]}'  # a list: the whole object
+    assert total["steps"][0]["observation"] == "3"
+    imagine = [c for c in model.conversations if kind_of(c) == "imagine"]
+    assert 'Example call: power {"base": 2, "exp": 1, "label": "x"}' in imagine[0][1]["content"]
 
 
 def test_unguided_conversations_are_not_prefilled(tmp_path: Path) -> None:
