@@ -172,6 +172,10 @@ def train(cfg: Config) -> Path:
             step_adv += group_advantages([step_rewards_of(t, cfg.reward_source) for t in group], cfg.reward_placement, scale=cfg.scale_rewards)
         keep = [i for i, t in enumerate(trajs) if t.action_ends]
         trajs, step_adv = [trajs[i] for i in keep], [step_adv[i] for i in keep]
+        if not trajs:  # every prompt was longer than the context: nothing to learn from this step
+            logger.warning("Step %d: no episode got to act (prompts longer than the context?); skipping the update", step)
+            scheduler.step()
+            continue
         batch = collate(trajs, pad, accelerator.device)
         advantages = token_advantages(step_adv, trajs, batch["input_ids"].shape[1]).to(accelerator.device)
         scorer.eval()

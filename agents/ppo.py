@@ -176,6 +176,10 @@ def train(cfg: Config) -> Path:
             trajs = [offline[i] for i in picked]
         trajs = [t for t in trajs if t.action_ends]
         episodes_seen += len(trajs)
+        if not trajs:  # every prompt was longer than the context: nothing to learn from this step
+            logger.warning("Step %d: no episode got to act (prompts longer than the context?); skipping the update", step)
+            scheduler.step()
+            continue
         batch = collate(trajs, pad, accelerator.device)
         mask = batch["loss_mask"]
         # 4. old log-probs and values (current model), reference log-probs (adapter disabled)

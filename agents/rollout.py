@@ -403,7 +403,7 @@ def rollout(
     options: Sequence[dict[str, Any] | None] | None = None,
     env_ids: Sequence[str] | None = None,
     max_turns: int | None = None,
-    max_total_tokens: int = 4096,
+    max_total_tokens: int | None = None,
     generator: Generator | None = None,
 ) -> list[Trajectory]:
     """Play one episode in each env with ``policy``, in one batch; return the trajectories in env order.
@@ -416,10 +416,13 @@ def rollout(
         options: Reset options of each env, e.g. ``{"index": 3}`` to give a group one task.
         env_ids: Ids recorded in the trajectories (default: each env's spec id).
         max_turns: Stop episodes after this many actions (truncated), on top of the envs' own limits.
-        max_total_tokens: An episode whose context would pass this many tokens is truncated.
+        max_total_tokens: An episode whose context would pass this many tokens is truncated
+            (default: the model's context length, ``max_position_embeddings``, or 4096).
         generator: The generation backend (default: :class:`HFGenerator`).
     """
     settings = settings or GenerationSettings()
+    if max_total_tokens is None:
+        max_total_tokens = int(getattr(getattr(policy.model, "config", None), "max_position_embeddings", 0) or 4096)
     env_list = _unwrap_envs(envs)
     n = len(env_list)
     seeds = list(seeds) if seeds is not None else [None] * n
