@@ -45,7 +45,7 @@ class STEPreset:
     # APIs arrive in rounds (continual learning); level-1 APIChain tasks need exactly these four
     rounds: tuple[tuple[str, ...], ...] = (("apichain:find_employee", "apichain:get_department"),
                                            ("apichain:get_city", "apichain:get_weather"))
-    num_episodes: int = 6
+    num_episodes: int = 4
     num_stm_slots: int = 2
     max_turn: int = 2
     query_max_tokens: int = 40
@@ -53,13 +53,14 @@ class STEPreset:
     guided: bool = True  # a 135M explorer writes no well-formed ReAct action unguided (see `toolenv ste explore --guided`)
     judge: bool = False  # ask the explorer whether each kept trial fulfils its query
     paraphrase_target: int = 24  # examples per API after paraphrasing (STE: 150)
-    ft_steps: int = 30  # bc steps per continual-learning round
-    ft_batch_size: int = 8
+    ft_steps: int = 16  # bc steps per continual-learning round
+    ft_batch_size: int = 4
     lr: float = 3e-4
     lora_r: int = 16
     replay: float = 0.1
-    tests_per_api: int = 10
-    e2e_tests: int = 12
+    tests_per_api: int = 8
+    e2e_tests: int = 6
+    e2e_max_turns: int = 4  # level-1 tasks take three actions
     icl_k: int = 2
     max_new_tokens: int = 64
     batch_size: int = 32
@@ -73,7 +74,7 @@ PRESETS: dict[str, STEPreset] = {
                               ("apichain:get_country", "apichain:get_weather", "apichain:get_exchange_rate"),
                               ("apichain:lookup_product", "apichain:convert_units", "apichain:get_distance", "calculator")),
                       num_episodes=15, num_stm_slots=4, max_turn=4, query_max_tokens=96, action_max_tokens=192, guided=False, judge=True,
-                      paraphrase_target=150, ft_steps=500, ft_batch_size=32, lr=2e-4, lora_r=64, tests_per_api=50, e2e_tests=200,
+                      paraphrase_target=150, ft_steps=500, ft_batch_size=32, lr=2e-4, lora_r=64, tests_per_api=50, e2e_tests=200, e2e_max_turns=8,
                       icl_k=8, max_new_tokens=192, batch_size=64),
 }
 
@@ -187,7 +188,8 @@ def run_ste(preset: STEPreset, out: str | Path, *, explorer: Any = None) -> dict
             retriever = Retriever(examples) if icl and examples else None
             demos = (lambda q: retriever.nearest(q, preset.icl_k)) if retriever is not None else None
             calls = evaluate_calls(chat, all_tests, demonstrations=demos, max_new_tokens=preset.max_new_tokens)
-            e2e_out = evaluate_end_to_end(chat, e2e, demonstrations=demos, max_new_tokens=preset.max_new_tokens)
+            e2e_out = evaluate_end_to_end(chat, e2e, demonstrations=demos, max_new_tokens=preset.max_new_tokens,
+                                          max_turns=preset.e2e_max_turns)
             return {"metrics": calls["metrics"], "per_api": calls["per_api"], "e2e": {"success": e2e_out["success"], "n": e2e_out["n"]}}
 
         start = time.perf_counter()

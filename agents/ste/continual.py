@@ -165,16 +165,29 @@ def continual_learning(
         if metrics_file.exists():
             record = json.loads(metrics_file.read_text())
         else:
-            per_round = [evaluate(model, tests[j])["metrics"] for j in range(r + 1)]
-            seen = evaluate(model, [t for j in range(r + 1) for t in tests[j]])
+            outs = [evaluate(model, tests[j]) for j in range(r + 1)]  # each round's tests once
+            per_round = [o["metrics"] for o in outs]
             record = {"round": r + 1, "model": model, "train_examples": len(data), "new_examples": len(rounds[r]),
-                      "seen": seen["metrics"], "per_api": seen.get("per_api", {}), "per_round": per_round}
+                      "seen": _pooled(per_round), "per_api": {k: v for o in outs for k, v in o.get("per_api", {}).items()},
+                      "per_round": per_round}
             metrics_file.write_text(json.dumps(record, indent=2))
         history.append(record)
         logger.info("Round %d: correct %.1f%% on all APIs seen so far", r + 1, record["seen"]["correct"])
     result = {"rounds": history, "config": asdict(cfg)}
     (out / "continual.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _pooled(metrics: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Percentages over several test sets, weighted by their sizes ``n``.
+
+    >>> _pooled([{"correct": 50.0, "n": 2.0}, {"correct": 100.0, "n": 6.0}])
+    {'correct': 87.5, 'n': 8.0}
+    """
+    n = sum(m.get("n", 0.0) for m in metrics)
+    keys = [k for k in metrics[0] if k != "n"] if metrics else []
+    pooled = {k: (sum(m[k] * m.get("n", 0.0) for m in metrics) / n if n else float("nan")) for k in keys}
+    return {**pooled, "n": float(n)}
 
 
 def _evaluate_locally(model_dir: str, tests: Sequence[CallTest]) -> dict[str, Any]:
