@@ -54,7 +54,7 @@ def _explorer() -> ScriptedChatModel:
 def test_bench_ste_runs_every_stage_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     preset = replace(PRESETS["cpu"], explorer=str(tiny_model_dir), model=str(tiny_model_dir), rounds=ROUNDS, num_episodes=2,
                      num_stm_slots=2, max_turn=2, paraphrase_target=12, ft_steps=2, ft_batch_size=2, lora_r=4, tests_per_api=3,
-                     e2e_tests=2, icl_k=1, max_new_tokens=8, batch_size=8)
+                     e2e_tests=2, icl_k=1, max_new_tokens=8, batch_size=8, guided=False)
     explorer = _explorer()
     results = run_ste(preset, tmp_path / "ste", explorer=explorer)
     assert results["trials"] == 2 * 2 * 2
