@@ -31,8 +31,8 @@ scaffolding and the model writes only the parts that carry information. The poli
 So a guided trial is one call (retried on errors, up to ``max_turn``) and an answer — the
 single-call queries STE starts every exploration with. The recorded step ``text`` is what the
 env parsed: the prefixes with the model's continuations. The query is imagined from a short
-prompt with an example call built from the schema (:func:`agents.ste.prompts.guided_imagine_messages`;
-same memories); the reflection is unchanged. Sampling still uses ``temperature``: a small
+prompt with one demonstration and an example call built from the schema
+(:func:`agents.ste.prompts.guided_imagine_messages`; same memories); the reflection is unchanged. Sampling still uses ``temperature``: a small
 explorer writes far more usable values below the default 1.0.
 
 The same (episode, trial, turn) of every API runs in one batched ``chat`` call (lockstep), so a

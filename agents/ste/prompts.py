@@ -19,9 +19,9 @@ information — the argument values after :func:`guided_call_prefill` (``...Acti
 one at a time, each required parameter's name, :func:`guided_parameters`), the answer after
 :data:`GUIDED_ANSWER`. An API whose required parameters are not all scalars gets the ``{``
 alone and writes the whole object, cut where it closes (:func:`close_json`). The query is
-imagined from a short prompt (:func:`guided_imagine_messages`) that shows an example call
-built from the schema (:func:`example_arguments`) and the same memories. Reflecting is
-unchanged.
+imagined from a short prompt with one demonstration (:func:`guided_imagine_messages`) that
+shows an example call built from the schema (:func:`example_arguments`) and the same
+memories. Reflecting is unchanged.
 """
 
 from __future__ import annotations
@@ -272,25 +272,36 @@ def example_arguments(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _GUIDED_ASK = (
-    "Write one question that a user could ask and that this API helps to answer. Use concrete values, "
-    "like the example call's. Write only the question."
+    "Write one question that a user could ask and that this API helps to answer. Use concrete values. "
+    "Write only the question."
 )
 _GUIDED_LTM = "Questions asked before (ask a different one):"
 _GUIDED_STM = "Questions asked in this session (ask another one of the same kind):"
+#: The demonstration of guided imagining: an API of no pool, and a question a user could ask of it.
+_DEMO_DOC = (
+    "API: get_book\nDescription: Look up a book: its author, year of publication and number of pages.\n"
+    "Parameters:\n- title (string, required): The book's title, e.g. \"Dune\".\n"
+    "Returns: title, author, year and pages.\nExample call: get_book {\"title\": \"Dune\"}"
+)
+_DEMO_QUERY = "Who wrote Dune, and how many pages does it have?"
 
 
 def guided_imagine_messages(
     api: str, doc_text: str, doc: Mapping[str, Any], ltm: Sequence[str], stm: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, str]]:
-    """Guided mode's conversation asking for a new query: short, for a small explorer.
+    """Guided mode's conversation asking for a new query: short and with one demonstration, for a small explorer.
 
-    The API's documentation, an example call (:func:`example_arguments`), the long-term memory
-    lines and the session's earlier queries, and a one-line request.
+    A first turn asks the question of a made-up API (``get_book``) and answers it with a user's
+    question; the second shows the API's documentation, an example call
+    (:func:`example_arguments`), the long-term memory lines and the session's earlier queries,
+    and asks again.
 
     Example:
         >>> m = guided_imagine_messages("f", "API: f", {"parameters": {"properties": {"x": {"type": "string"}},
         ...     "required": ["x"]}}, ["q1 | solved no"], [{"query": "q2"}])
-        >>> print(m[1]["content"])
+        >>> [x["role"] for x in m]
+        ['system', 'user', 'assistant', 'user']
+        >>> print(m[-1]["content"])
         API: f
         Example call: f {"x": "<string>"}
         <BLANKLINE>
@@ -300,7 +311,7 @@ def guided_imagine_messages(
         Questions asked in this session (ask another one of the same kind):
         q2
         <BLANKLINE>
-        Write one question that a user could ask and that this API helps to answer. Use concrete values, like the example call's. Write only the question.
+        Write one question that a user could ask and that this API helps to answer. Use concrete values. Write only the question.
     """
     parts = [f"{doc_text}\nExample call: {api} {json.dumps(example_arguments(doc), ensure_ascii=False)}"]
     if ltm:
@@ -308,4 +319,5 @@ def guided_imagine_messages(
     if stm:
         parts.append(_GUIDED_STM + "\n" + "\n".join(" ".join(str(x.get("query", "")).split()) for x in stm))
     parts.append(_GUIDED_ASK)
-    return [{"role": "system", "content": IMAGINE_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+    return [{"role": "system", "content": IMAGINE_SYSTEM}, {"role": "user", "content": f"{_DEMO_DOC}\n\n{_GUIDED_ASK}"},
+            {"role": "assistant", "content": _DEMO_QUERY}, {"role": "user", "content": "\n\n".join(parts)}]

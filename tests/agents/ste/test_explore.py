@@ -159,7 +159,7 @@ def guided_script(conv: Conv) -> str:
     """Continuations of prefilled replies: argument values that run on, then an answer; the first calculator call fails."""
     kind = kind_of(conv)
     if kind == "imagine":
-        assert "Example call: " in conv[1]["content"]
+        assert "Example call: " in conv[-1]["content"] and conv[-2]["role"] == "assistant"  # after the demonstration
         return script(conv)
     if kind != "act":
         return script(conv)
@@ -198,6 +198,9 @@ def test_guided_prefills_a_call_of_the_explored_api_then_the_answer(tmp_path: Pa
     assert model.calls[1]["stop"] == ('"', "\n")  # a string value ends at its closing quote
     reflect = [c for c in model.conversations if kind_of(c) == "reflect"][0]  # reflection: no prefill
     assert reflect[-1]["role"] == "user" and reflect[-2]["content"] == calc["steps"][-1]["text"]
+    imagine = [c for c in model.conversations if kind_of(c) == "imagine"]  # the memories are shown as without guidance
+    assert trials[2]["ltm"] == [ltm_line(calc["query"], calc["reflection"])] and trials[2]["ltm"][0] in imagine[2][-1]["content"]
+    assert f"session (ask another one of the same kind):\n{calc['query']}" in imagine[2][-1]["content"]
 
 
 def test_guided_answers_at_the_turn_limit(tmp_path: Path) -> None:
@@ -259,7 +262,7 @@ def test_guided_values_one_parameter_at_a_time_and_whole_objects(tmp_path: Path)
     assert total["steps"][0]["text"] == guided_call_prefill("total") + '"xs": [1, 2]}'  # a list: the whole object
     assert total["steps"][0]["observation"] == "3"
     imagine = [c for c in model.conversations if kind_of(c) == "imagine"]
-    assert 'Example call: power {"base": 2, "exp": 1, "label": "x"}' in imagine[0][1]["content"]
+    assert 'Example call: power {"base": 2, "exp": 1, "label": "x"}' in imagine[0][-1]["content"]
 
 
 def test_unguided_conversations_are_not_prefilled(tmp_path: Path) -> None:
