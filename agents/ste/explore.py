@@ -303,23 +303,22 @@ def _guided_actions(model: ChatModel, cfg: ExploreConfig, active: Sequence[_Atte
     """Guided mode's actions for one turn (see the module doc), one batched ``chat`` call per kind of continuation."""
     texts = [GUIDED_ANSWER if a.answers_next(last=last) else guided_call_prefill(a.api.name) for a in active]
     params = [None if t == GUIDED_ANSWER else guided_parameters(a.api.doc) for a, t in zip(active, texts)]
-    # 1. final answers, and calls whose arguments the model writes as one object
-    answers = [i for i, t in enumerate(texts) if t == GUIDED_ANSWER]
-    objects = [i for i, p in enumerate(params) if not p and i not in answers]
-    for group, cut in ((answers, str), (objects, close_json)):
-        if group:
-            replies = _continue(model, cfg, [active[i] for i in group], [texts[i] for i in group],
-                                tuple(active[0].base.protocol.stop))
-            for i, reply in zip(group, replies):
-                texts[i] += cut(reply)
+    # 1. final answers, and calls whose arguments the model writes as one object (cut where it closes)
+    group = [i for i, (t, p) in enumerate(zip(texts, params)) if t == GUIDED_ANSWER or not p]
+    if group:
+        replies = _continue(model, cfg, [active[i] for i in group], [texts[i] for i in group],
+                            tuple(active[0].base.protocol.stop))
+        for i, reply in zip(group, replies):
+            texts[i] += reply if texts[i] == GUIDED_ANSWER else close_json(reply)
     # 2. the other calls: one required parameter at a time, the model writing its value
     for k in range(max((len(p) for p in params if p), default=0)):
         for quoted in (True, False):
-            group = [i for i, p in enumerate(params) if p and k < len(p) and (p[k][1] == "string") == quoted]
-            if not group:
+            names = {i: p[k][0] for i, p in enumerate(params) if p and k < len(p) and (p[k][1] == "string") == quoted}
+            if not names:
                 continue
-            for i in group:
-                texts[i] += (", " if k else "") + json.dumps(params[i][k][0]) + (': "' if quoted else ": ")  # type: ignore[index]
+            group = list(names)
+            for i, name in names.items():
+                texts[i] += (", " if k else "") + json.dumps(name) + (': "' if quoted else ": ")
             replies = _continue(model, cfg, [active[i] for i in group], [texts[i] for i in group],
                                 ('"', "\n") if quoted else (",", "}", "\n"))
             for i, reply in zip(group, replies):
@@ -348,8 +347,8 @@ def _run_trials(
         else:
             actions = model.chat([a.conversation() for a in active], max_new_tokens=cfg.action_max_tokens,
                                  temperature=cfg.temperature, stop=tuple(active[0].base.protocol.stop))
-        for a, text in zip(active, actions):
-            a.act(text, last=last)
+        for a, action in zip(active, actions):
+            a.act(action, last=last)
     # 3. reflect: was the query fulfilled?
     asked = [a for a in attempts if a.query]
     verdicts = model.chat([a.conversation() + [{"role": "user", "content": REFLECTION_PROMPT}] for a in asked],
