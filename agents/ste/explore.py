@@ -32,7 +32,8 @@ So a guided trial is one call (retried on errors, up to ``max_turn``) and an ans
 single-call queries STE starts every exploration with. The recorded step ``text`` is what the
 env parsed: the prefixes with the model's continuations. The query is imagined from a short
 prompt with one demonstration and an example call built from the schema
-(:func:`agents.ste.prompts.guided_imagine_messages`; same memories); the reflection is unchanged. Sampling still uses ``temperature``: a small
+(:func:`agents.ste.prompts.guided_imagine_messages`; same memories; a copy of the demonstration's
+question counts as no query); the reflection is unchanged. Sampling still uses ``temperature``: a small
 explorer writes far more usable values below the default 1.0.
 
 The same (episode, trial, turn) of every API runs in one batched ``chat`` call (lockstep), so a
@@ -86,6 +87,7 @@ from agents.config import check_in, check_positive, config_from_args
 from agents.ste.chat import ChatModel, load_chat_model
 from agents.ste.prompts import (
     GUIDED_ANSWER,
+    GUIDED_DEMO_QUERY,
     QUERY_STOP,
     REFLECTION_PROMPT,
     clean_query,
@@ -335,7 +337,10 @@ def _run_trials(
     prompts = [guided_imagine_messages(api.name, api.doc_text(), api.doc, ltm, stm) if cfg.guided
                else imagine_messages(api.doc_text(), ltm, stm) for (api, _), (ltm, stm) in zip(todo, memories)]
     raw_queries = model.chat(prompts, max_new_tokens=cfg.query_max_tokens, temperature=cfg.temperature, stop=QUERY_STOP)
-    attempts = [_Attempt(env, clean_query(q), api) for (api, env), q in zip(todo, raw_queries)]
+    queries = [clean_query(q) for q in raw_queries]
+    if cfg.guided:  # a copy of the demonstration is no query of this API
+        queries = ["" if q == GUIDED_DEMO_QUERY else q for q in queries]
+    attempts = [_Attempt(env, q, api) for (api, env), q in zip(todo, queries)]
     # 2. try it in the env: up to max_turn actions, then the final answer
     for turn in range(cfg.max_turn + 1):
         active = [a for a in attempts if not a.done]

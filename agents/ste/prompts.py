@@ -33,6 +33,7 @@ from typing import Any
 
 __all__ = [
     "GUIDED_ANSWER",
+    "GUIDED_DEMO_QUERY",
     "IMAGINE_SYSTEM",
     "QUERY_STOP",
     "REFLECTION_PROMPT",
@@ -283,7 +284,8 @@ _DEMO_DOC = (
     "Parameters:\n- title (string, required): The book's title, e.g. \"Dune\".\n"
     "Returns: title, author, year and pages.\nExample call: get_book {\"title\": \"Dune\"}"
 )
-_DEMO_QUERY = "Who wrote Dune, and how many pages does it have?"
+#: The demonstration's question; a small explorer sometimes copies it, and such a query is dropped.
+GUIDED_DEMO_QUERY = "Who wrote Dune, and how many pages does it have?"
 
 
 def guided_imagine_messages(
@@ -320,4 +322,4 @@ def guided_imagine_messages(
         parts.append(_GUIDED_STM + "\n" + "\n".join(" ".join(str(x.get("query", "")).split()) for x in stm))
     parts.append(_GUIDED_ASK)
     return [{"role": "system", "content": IMAGINE_SYSTEM}, {"role": "user", "content": f"{_DEMO_DOC}\n\n{_GUIDED_ASK}"},
-            {"role": "assistant", "content": _DEMO_QUERY}, {"role": "user", "content": "\n\n".join(parts)}]
+            {"role": "assistant", "content": GUIDED_DEMO_QUERY}, {"role": "user", "content": "\n\n".join(parts)}]

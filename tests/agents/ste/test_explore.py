@@ -16,11 +16,13 @@ from agents.ste.chat import LocalChatModel, ScriptedChatModel
 from agents.ste.explore import ExploreConfig, api_targets, explore, load_trials, split_list_args
 from agents.ste.prompts import (
     GUIDED_ANSWER,
+    GUIDED_DEMO_QUERY,
     IMAGINE_SYSTEM,
     REFLECTION_PROMPT,
     clean_query,
     close_json,
     guided_call_prefill,
+    guided_imagine_messages,
     imagine_messages,
     ltm_line,
     parse_reflection,
@@ -263,6 +265,13 @@ def test_guided_values_one_parameter_at_a_time_and_whole_objects(tmp_path: Path)
     assert total["steps"][0]["observation"] == "3"
     imagine = [c for c in model.conversations if kind_of(c) == "imagine"]
     assert 'Example call: power {"base": 2, "exp": 1, "label": "x"}' in imagine[0][-1]["content"]
+
+
+def test_guided_drops_a_copy_of_the_demonstration(tmp_path: Path) -> None:
+    model = ScriptedChatModel(lambda c: GUIDED_DEMO_QUERY if kind_of(c) == "imagine" else guided_script(c))
+    (t,) = run(tmp_path, model, num_episodes=1, num_stm_slots=1, guided=True)
+    assert t["query"] == "" and t["steps"] == [] and t["reflection"] is None
+    assert guided_imagine_messages("f", "API: f", {}, [], [])[2] == {"role": "assistant", "content": GUIDED_DEMO_QUERY}
 
 
 def test_unguided_conversations_are_not_prefilled(tmp_path: Path) -> None:
