@@ -128,7 +128,7 @@ class ExploreConfig:
     query_max_tokens: int = field(default=96, metadata={"help": "tokens of an imagined query at most"})
     action_max_tokens: int = field(default=192, metadata={"help": "tokens of one action at most"})
     reflection_max_tokens: int = field(default=16, metadata={"help": "tokens of a reflection at most"})
-    guided: bool = field(default=False, metadata={"help": "for small explorers: prefill the explorer's actions with the ReAct scaffolding (call the explored API with its parameter names, then answer) so it writes only argument values and the answer, and imagine queries from a short prompt (off: STE's method)"})
+    guided: bool = field(default=False, metadata={"help": "for small explorers: prefill the explorer's actions with the ReAct scaffolding (call the explored API with its parameter names, then answer) so it writes only argument values and the answer, and imagine queries from a short prompt with one demonstration; such a model also does better with --temperature 0.7 (off: STE's method)"})
     seed: int = field(default=0, metadata={"help": "random seed (local models)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
