@@ -81,21 +81,6 @@ PRESETS: dict[str, STEPreset] = {
 SYSTEMS = ("base", "icl", "ft", "ft-no-replay")
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _write(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
-
-
 def _cached(path: Path, compute: Any) -> Any:
     if path.exists():
         return json.loads(path.read_text())
@@ -119,7 +104,7 @@ def run_ste(preset: STEPreset, out: str | Path, *, explorer: Any = None) -> dict
     from agents.ste.chat import LocalChatModel
     from agents.ste.continual import ContinualConfig, continual_learning
     from agents.ste.evaluate import evaluate_calls, evaluate_end_to_end
-    from agents.ste.exploit import build_examples, filter_trials, paraphrase_trials
+    from agents.ste.exploit import build_examples, filter_trials, paraphrase_trials, read_jsonl, write_jsonl
     from agents.ste.explore import ExploreConfig, explore, load_trials
     from agents.ste.retrieval import Retriever
     from toolenv.datasets.ste import apichain_call_tests
@@ -155,20 +140,20 @@ def run_ste(preset: STEPreset, out: str | Path, *, explorer: Any = None) -> dict
     kept_file, report_file = out / "kept.jsonl", out / "filter_report.json"
     if not kept_file.exists():
         kept, report = filter_trials(trials, pool, judge=explorer_model() if preset.judge else None)
-        _write(kept_file, kept)
+        write_jsonl(kept_file, kept)
         report_file.write_text(json.dumps(report, indent=2))
-    kept = _read(kept_file)
+    kept = read_jsonl(kept_file)
     report = json.loads(report_file.read_text())
 
     # 3. paraphrase the kept queries towards the per-API target, 4. build the chat examples
     para_file = out / "paraphrased.jsonl"
     if not para_file.exists():
-        _write(para_file, paraphrase_trials(kept, explorer_model(), target=preset.paraphrase_target) if kept else [])
-    paraphrased = _read(para_file)
+        write_jsonl(para_file, paraphrase_trials(kept, explorer_model(), target=preset.paraphrase_target) if kept else [])
+    paraphrased = read_jsonl(para_file)
     examples_file = out / "examples.jsonl"
     if not examples_file.exists():
-        _write(examples_file, build_examples(kept + paraphrased, pool))
-    examples = _read(examples_file)
+        write_jsonl(examples_file, build_examples(kept + paraphrased, pool))
+    examples = read_jsonl(examples_file)
     seconds["filter+paraphrase+build"] = time.perf_counter() - start
     explorer = None  # free the explorer's memory before evaluation and fine-tuning
 

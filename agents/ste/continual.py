@@ -100,19 +100,6 @@ def round_data(
     return data
 
 
-def _write_jsonl(path: Path, rows: Sequence[Example]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
-
-
-def _read_jsonl(path: str | Path) -> list[Example]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def continual_learning(
     cfg: ContinualConfig,
     rounds: Sequence[Sequence[Example]],
@@ -135,13 +122,14 @@ def continual_learning(
         rounds are kept in ``{out}/round{r}`` and not repeated.
     """
     from agents import bc
+    from agents.ste.exploit import read_jsonl, write_jsonl
 
     if len(rounds) != len(tests):
         raise ValueError(f"Expected one test set per round, got {len(rounds)} rounds and {len(tests)} test sets.")
     evaluate = evaluate or _evaluate_locally
     out = Path(cfg.out)
     rng = random.Random(cfg.seed)
-    general = _read_jsonl(cfg.general_data) if cfg.general_data else []
+    general = read_jsonl(cfg.general_data) if cfg.general_data else []
     model = cfg.model
     history: list[dict[str, Any]] = []
     for r in range(len(rounds)):
@@ -151,7 +139,7 @@ def continual_learning(
         if not data:
             raise ValueError(f"Round {r + 1} has no training examples (exploration kept no trial for its APIs).")
         run = out / f"round{r + 1}"
-        data_file = _write_jsonl(run / "train.jsonl", data)
+        data_file = write_jsonl(run / "train.jsonl", data)
         model_dir = run / "model"
         # 2. fine-tune, continuing from the previous round's model
         if not (model_dir / "toolenv_policy.json").exists():
@@ -203,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import dataclasses
 
     from agents.config import config_parser
+    from agents.ste.exploit import read_jsonl
 
     parser = config_parser(ContinualConfig, prog="toolenv ste continual")
     parser.add_argument("--round", action="append", required=True, dest="round_files", help="chat JSONL of one round (repeat, in order)")
@@ -217,8 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = ContinualConfig(**given)
     except ValueError as e:
         parser.error(str(e))
-    rounds = [_read_jsonl(p) for p in args.round_files]
-    tests = [[CallTest.from_dict(d) for d in _read_jsonl(p)] for p in args.test_files]
+    rounds = [read_jsonl(p) for p in args.round_files]
+    tests = [[CallTest.from_dict(d) for d in read_jsonl(p)] for p in args.test_files]
     result = continual_learning(cfg, rounds, tests)
     for rec in result["rounds"]:
         cells = ", ".join(f"round {j + 1}: {m['correct']:.1f}%" for j, m in enumerate(rec["per_round"]))
