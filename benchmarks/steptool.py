@@ -235,13 +235,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-env", default=None, help="held-out env id (preset cpu: toolenv/APIChain-L1-Test-v0; full: toolenv/APIChain-Test-v0)")
     parser.add_argument("--algorithm", action="append", choices=list(ALGORITHMS), default=[], help="repeatable; default all")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature of the rollouts (preset cpu: 0.7)")
     parser.add_argument("--protocol", default=None, help="action protocol of the envs (preset cpu: react; full: the env's default)")
     for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the preset's {name}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
-                                 if k in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "model", "train_env", "test_env")
+                                 if k in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "model", "train_env", "test_env",
+                                          "temperature")
                                  and v is not None}
     if args.algorithm:
         overrides["algorithms"] = tuple(args.algorithm)
