@@ -40,3 +40,44 @@ def test_bench_steptool_tiny(tmp_path: Path) -> None:
     for algo in algorithms:
         assert f"| {algo} | 8 |" in result.stdout
     assert (out / "steptool.png").stat().st_size > 0
+
+
+def _episode_return(env_kwargs: dict, actions: list[str]) -> tuple[float, bool]:
+    import gymnasium as gym
+
+    import toolenv  # noqa: F401
+
+    env = gym.make("toolenv/APIChain-L1-v0", **env_kwargs)
+    env.reset(seed=0, options={"index": 0})
+    total, done = 0.0, False
+    for action in actions:
+        _, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        if terminated or truncated:
+            done = True
+            break
+    assert done
+    return total, bool(info.get("success"))
+
+
+def test_preset_rewards_make_useless_calls_worth_less_than_solving() -> None:
+    """The hack step-PPO found under StepTool's weights: spam a useless tool to the step limit."""
+    import gymnasium as gym
+
+    import toolenv  # noqa: F401
+    from benchmarks.steptool import PRESETS
+
+    kwargs = dict(PRESETS["cpu"].env_kwargs)
+    env = gym.make("toolenv/APIChain-L1-v0", **kwargs)
+    env.reset(seed=0, options={"index": 0})
+    gold = env.unwrapped.gold_actions()
+    useless = 'Thought: I should use get_city.\nAction: get_city\nAction Input: {"city": "Oslo"}'
+    spam = gold[:-1] + [useless] * 20  # truncated by the 8-step limit
+
+    solved, ok = _episode_return(kwargs, gold)
+    hacked, hacked_ok = _episode_return(kwargs, spam)
+    assert ok and not hacked_ok
+    assert hacked < solved - 0.5
+    # StepTool's weights alone pay the spam as much as the solution
+    plain = {k: v for k, v in kwargs.items() if k != "reward_weights"}
+    assert _episode_return(plain, spam)[0] == pytest.approx(_episode_return(plain, gold)[0])
