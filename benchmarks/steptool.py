@@ -22,24 +22,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
 
 import toolenv
 from agents import bc
 from agents.evaluate import evaluate_model
 
-__all__ = ["ALGORITHMS", "ONLINE_REWARD_WEIGHTS", "PRESETS", "StepToolPreset", "format_steptool_table", "main", "run_steptool"]
+__all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_steptool_table", "main", "run_env_kwargs", "run_steptool"]
 
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("ppo", "step-ppo", "dpo", "grpo")
-
-#: The reward weights every algorithm trains and is scored with: APIChain's StepTool weights plus a
-#: step cost of 1/6, so a successful call that contributes nothing is worth 0 instead of 1/6. With
-#: StepTool's weights alone, calling a useless tool until the step limit (six extra get_city calls)
-#: earns 1 + 1 + 6/6, as much as solving the task (1 + 1 + 1): on the CPU preset step-PPO learnt
-#: exactly that (4.75 turns per episode, held-out success 80 % -> 45 %).
-ONLINE_REWARD_WEIGHTS: dict[str, float] = {"step_cost": -1 / 6}
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,8 @@ class StepToolPreset:
     # (600 with JSON tool schemas); the full task family lists ten tools, which is for a GPU.
     train_env: str = "toolenv/APIChain-L1-v0"
     test_env: str = "toolenv/APIChain-L1-Test-v0"
-    env_kwargs: dict[str, Any] = field(default_factory=lambda: {"protocol": "react", "reward_weights": dict(ONLINE_REWARD_WEIGHTS)})
+    env_kwargs: dict[str, Any] = field(default_factory=lambda: {"protocol": "react"})
+    useless_call_cost: bool = True  # a step cost cancelling the call reward: see run_env_kwargs
     algorithms: tuple[str, ...] = ALGORITHMS
     # On 2 CPU cores a SmolLM2-135M update costs ~100 tokens/s, so the CPU preset is one seed and two
     # iterations per algorithm (~30 min); `--seeds 3` adds the spread, `--preset full` is the real size.
@@ -76,18 +72,38 @@ class StepToolPreset:
 
 PRESETS: dict[str, StepToolPreset] = {
     "cpu": StepToolPreset(),
-    "full": StepToolPreset(train_env="toolenv/APIChain-v0", test_env="toolenv/APIChain-Test-v0",
-                           env_kwargs={"reward_weights": dict(ONLINE_REWARD_WEIGHTS)}, seeds=(0, 1, 2), bc_steps=1000,
+    "full": StepToolPreset(train_env="toolenv/APIChain-v0", test_env="toolenv/APIChain-Test-v0", env_kwargs={}, seeds=(0, 1, 2), bc_steps=1000,
                            bc_batch_size=32, demos=20_000, samples=20_000, episodes_per_iteration=64, ppo_epochs=2, dpo_pairs_per_task=4,
                            eval_episodes=1000, eval_batch_size=64, temperature=1.0, max_new_tokens=128, lora_r=64),
 }
+
+
+def run_env_kwargs(preset: StepToolPreset) -> dict[str, Any]:
+    """The env kwargs every algorithm trains and is scored with.
+
+    With ``preset.useless_call_cost`` the train env's own reward weights get a step cost equal to
+    their ``call_succeeded`` weight, so a successful call that contributes nothing is worth 0.
+    Under StepTool's weights alone (APIChain: 1/6 for a successful call) calling a useless tool
+    until the step limit — six extra ``get_city`` calls — earns 1 + 1 + 6/6, as much as solving
+    the task (1 + 1 + 1), and on the CPU preset step-PPO learnt exactly that (4.75 turns per
+    episode, held-out success 80 % -> 45 %). Envs without a call reward (BFCL) are unchanged.
+    Weights given in ``preset.env_kwargs["reward_weights"]`` take precedence.
+    """
+    kwargs = dict(preset.env_kwargs)
+    if preset.useless_call_cost:
+        creator = gym.spec(preset.train_env).entry_point
+        env_cls = load_env_creator(creator) if isinstance(creator, str) else creator
+        call_weight = float(getattr(env_cls, "reward_weights_defaults", {}).get("call_succeeded", 0.0))
+        if call_weight:
+            kwargs["reward_weights"] = {"step_cost": -call_weight, **kwargs.get("reward_weights", {})}
+    return kwargs
 
 
 def _agent_config(algo: str, preset: StepToolPreset, bc_dir: Path, out: Path, seed: int) -> tuple[Any, Any]:
     """The agent module and its config for one run, all with the same sample budget."""
     iterations = max(1, preset.samples // preset.episodes_per_iteration)
     common: dict[str, Any] = {
-        "model": str(bc_dir), "env": [preset.train_env], "env_kwargs": dict(preset.env_kwargs), "out": str(out), "max_steps": iterations, "seed": seed,
+        "model": str(bc_dir), "env": [preset.train_env], "env_kwargs": run_env_kwargs(preset), "out": str(out), "max_steps": iterations, "seed": seed,
         "lr": preset.lr, "lora_r": preset.lora_r, "lora_alpha": 2 * preset.lora_r, "max_new_tokens": preset.max_new_tokens,
         "temperature": preset.temperature, "save_every": max(1, iterations // 3),
     }
@@ -115,7 +131,7 @@ def _evaluate(model: Path, preset: StepToolPreset, out: Path) -> dict[str, float
     if path.exists():
         return json.loads(path.read_text())[preset.test_env]
     metrics = evaluate_model(str(model), [preset.test_env], episodes=preset.eval_episodes, out_dir=out,
-                             batch_size=preset.eval_batch_size, max_new_tokens=preset.max_new_tokens, env_kwargs=dict(preset.env_kwargs))
+                             batch_size=preset.eval_batch_size, max_new_tokens=preset.max_new_tokens, env_kwargs=run_env_kwargs(preset))
     return metrics[preset.test_env]
 
 
@@ -141,13 +157,13 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
     """Run the benchmark; returns ``{"preset", "runs": {algo: [per-seed metrics]}, "curves", "seconds"}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"preset": asdict(preset), "runs": {}, "curves": {}, "seconds": {}}
+    results: dict[str, Any] = {"preset": asdict(preset), "env_kwargs": run_env_kwargs(preset), "runs": {}, "curves": {}, "seconds": {}}
 
     # 1. the warm start: behaviour cloning on gold call sequences, evaluated like every algorithm
     bc_dir = out / "bc" / "model"
     start = time.perf_counter()
     if not (bc_dir / "toolenv_policy.json").exists():
-        bc.train(bc.Config(model=preset.model, env=[preset.train_env], env_kwargs=dict(preset.env_kwargs), out=str(bc_dir), max_steps=preset.bc_steps,
+        bc.train(bc.Config(model=preset.model, env=[preset.train_env], env_kwargs=run_env_kwargs(preset), out=str(bc_dir), max_steps=preset.bc_steps,
                            batch_size=preset.bc_batch_size, demos_per_env=preset.demos, lora_r=preset.lora_r,
                            lora_alpha=2 * preset.lora_r, lr=3e-4, save_every=max(10, preset.bc_steps // 3)))
     results["runs"]["bc"] = [_evaluate(bc_dir, preset, out / "bc" / "eval")]
@@ -197,7 +213,7 @@ def format_steptool_table(results: dict[str, Any]) -> str:
     p = results["preset"]
     lines.append("")
     lines.append(f"Greedy evaluation on the first {p['eval_episodes']} tasks of {p['test_env']}; trained on {p['train_env']} "
-                 f"({json.dumps(p.get('env_kwargs') or {})}) from one BC warm start; {len(p['seeds'])} seed(s); model {p['model']}.")
+                 f"({json.dumps(results.get('env_kwargs', p.get('env_kwargs')) or {})}) from one BC warm start; {len(p['seeds'])} seed(s); model {p['model']}.")
     return "\n".join(lines)
 
 
@@ -245,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature of the rollouts (preset cpu: 0.7)")
     parser.add_argument("--protocol", default=None, help="action protocol of the envs (preset cpu: react; full: the env's default)")
+    parser.add_argument("--steptool-weights", action="store_true",
+                        help="StepTool's reward weights alone: a successful but useless call earns 1/6 (see run_env_kwargs)")
     for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the preset's {name}")
     args = parser.parse_args(argv)
@@ -253,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  if k in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "model", "train_env", "test_env",
                                           "temperature")
                                  and v is not None}
+    if args.steptool_weights:
+        overrides["useless_call_cost"] = False
     if args.algorithm:
         overrides["algorithms"] = tuple(args.algorithm)
     if args.seeds:

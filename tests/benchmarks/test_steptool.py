@@ -65,9 +65,9 @@ def test_preset_rewards_make_useless_calls_worth_less_than_solving() -> None:
     import gymnasium as gym
 
     import toolenv  # noqa: F401
-    from benchmarks.steptool import PRESETS
+    from benchmarks.steptool import PRESETS, run_env_kwargs
 
-    kwargs = dict(PRESETS["cpu"].env_kwargs)
+    kwargs = run_env_kwargs(PRESETS["cpu"])
     env = gym.make("toolenv/APIChain-L1-v0", **kwargs)
     env.reset(seed=0, options={"index": 0})
     gold = env.unwrapped.gold_actions()
@@ -81,3 +81,18 @@ def test_preset_rewards_make_useless_calls_worth_less_than_solving() -> None:
     # StepTool's weights alone pay the spam as much as the solution
     plain = {k: v for k, v in kwargs.items() if k != "reward_weights"}
     assert _episode_return(plain, spam)[0] == pytest.approx(_episode_return(plain, gold)[0])
+
+
+def test_useless_call_cost_follows_the_env_call_reward() -> None:
+    from dataclasses import replace
+
+    from benchmarks.steptool import PRESETS, run_env_kwargs
+
+    cpu = PRESETS["cpu"]
+    assert run_env_kwargs(cpu)["reward_weights"] == {"step_cost": pytest.approx(-1 / 6)}
+    assert "reward_weights" not in run_env_kwargs(replace(cpu, useless_call_cost=False))
+    given = replace(cpu, env_kwargs={"reward_weights": {"step_cost": -0.5}})
+    assert run_env_kwargs(given)["reward_weights"] == {"step_cost": -0.5}
+    # BFCL multi-turn has no call reward, so there is nothing to cancel
+    bfcl = replace(cpu, train_env="toolenv/BFCLMultiTurn-v0", test_env="toolenv/BFCLMultiTurn-v0")
+    assert "reward_weights" not in run_env_kwargs(bfcl)
