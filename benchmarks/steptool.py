@@ -260,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--algorithm", action="append", choices=list(ALGORITHMS), default=[], help="repeatable; default all")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature of the rollouts (preset cpu: 0.7)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate of every algorithm (LoRA)")
     parser.add_argument("--protocol", default=None, help="action protocol of the envs (preset cpu: react; full: the env's default)")
     parser.add_argument("--steptool-weights", action="store_true",
                         help="StepTool's reward weights alone: a successful but useless call earns 1/6 (see run_env_kwargs)")
@@ -269,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
                                  if k in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "model", "train_env", "test_env",
-                                          "temperature")
+                                          "temperature", "lr")
                                  and v is not None}
     if args.steptool_weights:
         overrides["useless_call_cost"] = False
