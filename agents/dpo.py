@@ -393,7 +393,7 @@ def train(cfg: Config) -> Path:
             writer.add_scalar("charts/pairs", len(pairs), x)
             writer.add_scalar("charts/episodes", episodes_seen, x)
             if samples:
-                writer.add_scalar("charts/sample_success_rate", success, x)
+                writer.add_scalar("charts/success_rate", success, x)  # of the rollouts, as PPO and GRPO log it
             writer.add_scalar("charts/learning_rate", scheduler.get_last_lr()[0], x)
 
         # 7. checkpoint

@@ -291,7 +291,7 @@ def test_dpo_raises_the_gold_trajectory_over_a_wrong_one(tiny_model_dir: Path, t
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     for tag in ("losses/dpo", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                "charts/pairs", "charts/sample_success_rate", "charts/episodes"):
+                "charts/pairs", "charts/success_rate", "charts/episodes"):
         assert tag in tags, tag
     margins = [e.value for e in acc.Scalars("rewards/margins")]
     assert margins[0] == pytest.approx(0.0, abs=1e-6) and margins[-1] > 0.5, margins
