@@ -59,7 +59,7 @@ class Config(TrainConfig):
     minibatch_size: int = field(default=4, metadata={"help": "trajectories per gradient step"})
     clip: float = field(default=0.2, metadata={"help": "policy ratio clip"})
     kl_coef: float = field(default=0.04, metadata={"help": "weight of the k3 KL to the reference; 0 disables"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature; log-probabilities are scored at it too"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per action at most"})
 
     def __post_init__(self) -> None:
@@ -125,7 +125,7 @@ def train(cfg: Config) -> Path:
     policy = load_policy_for_training(cfg, device=str(accelerator.device))
     if not policy.has_adapter and cfg.kl_coef > 0:
         raise ValueError("The KL term needs a LoRA adapter (the reference is the base with the adapter disabled); set --lora-r > 0 or --kl-coef 0.")
-    scorer = TokenScorer(policy.model)
+    scorer = TokenScorer(policy.model, temperature=cfg.temperature)
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = linear_warmup(optimizer, cfg.warmup_steps)

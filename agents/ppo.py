@@ -81,7 +81,7 @@ class Config(TrainConfig):
     kl_coef: float = field(default=0.05, metadata={"help": "KL to the reference (adapter disabled); 0 disables"})
     kl_mode: str = field(default="reward", metadata={"help": "reward: per-token k1 penalty in the reward; loss: k3 term in the loss"})
     whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages over the batch's model tokens"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature; log-probabilities are scored at it too"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per action at most"})
     data: str | None = field(default=None, metadata={"help": "offline mode: JSONL of stored trajectories to train on"})
 
@@ -140,7 +140,7 @@ def train(cfg: Config) -> Path:
         raise ValueError("PPO needs a LoRA adapter: the reference model is the base with the adapter disabled (set --lora-r > 0).")
     hidden = policy.model.config.hidden_size
     value_head = ValueHead(hidden).to(policy.device)
-    scorer = TokenScorer(policy.model, value_head)
+    scorer = TokenScorer(policy.model, value_head, temperature=cfg.temperature)
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = linear_warmup(optimizer, cfg.warmup_steps)

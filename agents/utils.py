@@ -74,12 +74,19 @@ class TokenScorer(nn.Module):
     where ``loss_mask[:, t]`` is 1, and 0 elsewhere. With a ``value_head`` (a module mapping
     hidden states to one number, as PPO's critic) it returns ``(logprobs, values)``, the value of
     token ``t`` read from the same hidden state that predicts it.
+
+    ``temperature`` scores under the distribution the rollouts sampled from, ``softmax(logits / T)``,
+    as TRL's and verl's actors do: an RL agent sampling at ``T`` then optimises the policy it
+    actually ran, and its first ratio is 1. The KL to a reference is taken at the same ``T``.
     """
 
-    def __init__(self, model: nn.Module, value_head: nn.Module | None = None) -> None:
+    def __init__(self, model: nn.Module, value_head: nn.Module | None = None, *, temperature: float = 1.0) -> None:
         super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"Expected temperature > 0, got {temperature}.")
         self.model = model
         self.value_head = value_head
+        self.temperature = temperature
 
     def _parts(self) -> tuple[nn.Module, nn.Module]:
         model: Any = self.model
@@ -93,6 +100,8 @@ class TokenScorer(nn.Module):
         rows, cols = torch.nonzero(loss_mask[:, 1:] > 0, as_tuple=True)  # hidden at t predicts token t+1
         selected = hidden[rows, cols]
         logits = head(selected).float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         targets = input_ids[rows, cols + 1]
         picked = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
         out = torch.zeros(loss_mask.shape, dtype=picked.dtype, device=picked.device)

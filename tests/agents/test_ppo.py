@@ -63,6 +63,25 @@ def test_value_head_shapes_and_alignment() -> None:
     assert torch.all(values[batch["loss_mask"] > 0] == 0.25) and torch.all(values[batch["loss_mask"] == 0] == 0)
 
 
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_scorer_scores_at_the_sampling_temperature(temperature: float) -> None:
+    """PPO and GRPO sampling at T optimise softmax(logits / T): the scorer must score that policy."""
+    import gymnasium as gym
+
+    policy = tiny_policy()
+    trajs = [scripted_trajectory(gym.make("toolenv/Math-v0"), None, policy.tokenizer, options={"index": i}) for i in range(2)]
+    batch = collate(trajs, policy.tokenizer.pad_token_id)
+    with torch.no_grad():
+        ours = TokenScorer(policy.model, temperature=temperature)(**batch)
+        logits = policy.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    expected = torch.log_softmax(logits[:, :-1] / temperature, dim=-1).gather(2, batch["input_ids"][:, 1:, None]).squeeze(2)
+    mask = batch["loss_mask"][:, 1:] > 0
+    torch.testing.assert_close(ours[:, 1:][mask], expected[mask], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        TokenScorer(policy.model, temperature=0.0)
+
+
 def test_step_rewards_prefer_the_envs_hindsight() -> None:
     traj = Trajectory(env_id="x", task={}, rewards=[0.0, 1.0], action_ends=[3, 7], infos=[{}, {"step_rewards": [0.5, 1.0]}])
     assert ppo.step_rewards_of(traj, "hindsight") == [0.5, 1.0]
