@@ -144,6 +144,7 @@ def _training_curve(run_dir: Path) -> list[tuple[float, float]]:
     events = sorted((run_dir / "runs").rglob("events.out.tfevents*"))
     if not events:
         return []
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # "No path found after ..." at the end of every file
     acc = EventAccumulator(str(events[-1].parent))
     acc.Reload()
     tags = acc.Tags().get("scalars", [])
