@@ -47,7 +47,7 @@ class StepToolPreset:
     train_env: str = "toolenv/APIChain-L1-v0"
     test_env: str = "toolenv/APIChain-L1-Test-v0"
     env_kwargs: dict[str, Any] = field(default_factory=lambda: {"protocol": "react"})
-    useless_call_cost: bool = True  # a step cost cancelling the call reward: see run_env_kwargs
+    useless_call_cost: bool = True  # a step cost of twice the call reward: see run_env_kwargs
     algorithms: tuple[str, ...] = ALGORITHMS
     # On 2 CPU cores a SmolLM2-135M update costs ~100 tokens/s, so the CPU preset is one seed and two
     # iterations per algorithm (~30 min); `--seeds 3` adds the spread, `--preset full` is the real size.
@@ -67,7 +67,7 @@ class StepToolPreset:
     # 0.5 and 5/16 at 0.3: with no success in the samples every return differs only in step costs, and
     # at 1.0 final-reward PPO learnt to answer early (greedy success 5 %).
     temperature: float = 0.5
-    lr: float = 5e-5  # LoRA; 2e-5 left the policy within KL 1e-4 of the warm start after 32 samples
+    lr: float = 1e-4  # LoRA; at 5e-5 nothing moved in 16 samples (DPO loss 0.6931 -> 0.6926, KL < 1e-3)
     # PPO's discount and GAE lambda over model tokens. With 2-4 iterations the critic stays near its
     # zero init, and at 0.99 / 0.95 the first action of a ~150-token episode gets ~0.2x the last one's
     # advantage, so whitening pushes the first calls of successful episodes down: PPO learnt to answer
@@ -90,13 +90,18 @@ PRESETS: dict[str, StepToolPreset] = {
 def run_env_kwargs(preset: StepToolPreset) -> dict[str, Any]:
     """The env kwargs every algorithm trains and is scored with.
 
-    With ``preset.useless_call_cost`` the train env's own reward weights get a step cost equal to
-    their ``call_succeeded`` weight, so a successful call that contributes nothing is worth 0.
-    Under StepTool's weights alone (APIChain: 1/6 for a successful call) calling a useless tool
-    until the step limit — six extra ``get_city`` calls — earns 1 + 1 + 6/6, as much as solving
-    the task (1 + 1 + 1), and on the CPU preset step-PPO learnt exactly that (4.75 turns per
-    episode, held-out success 80 % -> 45 %). Envs without a call reward (BFCL) are unchanged.
-    Weights given in ``preset.env_kwargs["reward_weights"]`` take precedence.
+    With ``preset.useless_call_cost`` the train env's reward weights get a step cost of twice their
+    ``call_succeeded`` weight ``w``, so a successful call that contributes nothing costs ``w``.
+    Under StepTool's weights alone (APIChain: ``w`` = 1/6, contribution 5/6, solved 1) calling a
+    useless tool until the step limit — six extra ``get_city`` calls on level 1 — earns
+    1 + 1 + 6/6, as much as solving the task (1 + 1 + 1), and on the CPU preset step-PPO learnt
+    exactly that (4.75 turns per episode, held-out success 80 % -> 45 %). A cost of ``c`` per step
+    (answer included) makes ``n`` useful calls then spam to the step limit ``L`` worth
+    ``n(1-c) + (L-n)(w-c)`` against ``n(1-c) - c`` for a wrong answer; spam is the worse of the two
+    when ``c > w(L-n)/(L-n-1)``, at most ``1.5w`` on APIChain (``L`` = 8, ``n`` <= 5). A cost of
+    exactly ``w`` left spam above a wrong answer (level 1: 1.67 vs 1.5), and PPO learnt to stop
+    answering (6.1 turns per episode after one update). Envs without a call reward (BFCL) are
+    unchanged; weights given in ``preset.env_kwargs["reward_weights"]`` take precedence.
     """
     kwargs = dict(preset.env_kwargs)
     if preset.useless_call_cost:
@@ -104,7 +109,7 @@ def run_env_kwargs(preset: StepToolPreset) -> dict[str, Any]:
         env_cls = load_env_creator(creator) if isinstance(creator, str) else creator
         call_weight = float(getattr(env_cls, "reward_weights_defaults", {}).get("call_succeeded", 0.0))
         if call_weight:
-            kwargs["reward_weights"] = {"step_cost": -call_weight, **kwargs.get("reward_weights", {})}
+            kwargs["reward_weights"] = {"step_cost": -2 * call_weight, **kwargs.get("reward_weights", {})}
     return kwargs
 
 

@@ -74,10 +74,13 @@ def test_preset_rewards_make_useless_calls_worth_less_than_solving() -> None:
     useless = 'Thought: I should use get_city.\nAction: get_city\nAction Input: {"city": "Oslo"}'
     spam = gold[:-1] + [useless] * 20  # truncated by the 8-step limit
 
+    wrong = gold[:-1] + ["Thought: I now know the final answer.\nFinal Answer: 123456789"]
+
     solved, ok = _episode_return(kwargs, gold)
     hacked, hacked_ok = _episode_return(kwargs, spam)
-    assert ok and not hacked_ok
-    assert hacked < solved - 0.5
+    answered_wrong, wrong_ok = _episode_return(kwargs, wrong)
+    assert ok and not hacked_ok and not wrong_ok
+    assert hacked < answered_wrong < solved  # not answering is never better than answering wrong
     # StepTool's weights alone pay the spam as much as the solution
     plain = {k: v for k, v in kwargs.items() if k != "reward_weights"}
     assert _episode_return(plain, spam)[0] == pytest.approx(_episode_return(plain, gold)[0])
@@ -89,7 +92,7 @@ def test_useless_call_cost_follows_the_env_call_reward() -> None:
     from benchmarks.steptool import PRESETS, run_env_kwargs
 
     cpu = PRESETS["cpu"]
-    assert run_env_kwargs(cpu)["reward_weights"] == {"step_cost": pytest.approx(-1 / 6)}
+    assert run_env_kwargs(cpu)["reward_weights"] == {"step_cost": pytest.approx(-2 / 6)}
     assert "reward_weights" not in run_env_kwargs(replace(cpu, useless_call_cost=False))
     given = replace(cpu, env_kwargs={"reward_weights": {"step_cost": -0.5}})
     assert run_env_kwargs(given)["reward_weights"] == {"step_cost": -0.5}
