@@ -91,7 +91,10 @@ class APIChainEnv(ToolEnv):
     (``data_train/*/step_grained_for_ppo_example.csv``) lie in [0, 1] in sixths, i.e.
     ``(SuccCalling + Contribution) / 6``; with Contribution on 0-1 that is 1/6 and 5/6. The
     final step gets IsSolved with weight 1. As in StepTool, a successful but useless call still
-    earns 1/6; for online RL, ``reward_weights={"step_cost": -1/6}`` makes such calls worth 0.
+    earns 1/6, so calling a useless tool until the step limit pays as much as solving; for online
+    RL, ``reward_weights={"step_cost": -1/3}`` (what ``toolenv bench steptool`` trains with) makes
+    such a call cost 1/6 and the spam worth less than a wrong answer
+    (:func:`benchmarks.steptool.run_env_kwargs` has the arithmetic).
 
     When the episode terminates, ``info`` also holds the *hindsight* terms:
     ``info["step_reward_terms"]``, one dict of raw terms per step of the episode in which
