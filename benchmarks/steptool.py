@@ -248,7 +248,8 @@ def plot_steptool(results: dict[str, Any], path: str | Path) -> Path:
         for curve in results["curves"].get(algo, []):
             if curve:
                 xs, ys = zip(*curve)
-                ax.plot(xs, [100 * y for y in ys], color=color, alpha=0.6)
+                # runs from one warm start and seed share their first batch: styles keep them apart
+                ax.plot(xs, [100 * y for y in ys], color=color, alpha=0.7, linestyle=("-", "--", "-.", ":")[k % 4], marker=".")
         held_out = [100 * m["accuracy"] for m in results["runs"][algo]]
         ax.scatter([samples] * len(held_out), held_out, color=color, marker="o", zorder=3, label=f"{algo} (held-out)")
     ax.set_xlabel("env samples (episodes)")
