@@ -50,7 +50,7 @@ class StepToolPreset:
     useless_call_cost: bool = True  # a step cost of twice the call reward: see run_env_kwargs
     algorithms: tuple[str, ...] = ALGORITHMS
     # On 2 CPU cores a SmolLM2-135M update costs ~100 tokens/s, so the CPU preset is one seed and two
-    # iterations per algorithm (~30 min); `--seeds 3` adds the spread, `--preset full` is the real size.
+    # iterations per algorithm (19.8 min measured); `--seeds 3` adds the spread, `--preset full` is the real size.
     seeds: tuple[int, ...] = (0,)
     bc_steps: int = 10  # a short warm start: 40 steps already solve level 1, leaving RL nothing to show
     bc_batch_size: int = 4
@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="toolenv bench steptool", description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~30 min on 2 cores; full: for a GPU")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~20 min on 2 cores; full: for a GPU")
     parser.add_argument("--out", default="runs/steptool", help="output directory (an interrupted run continues here)")
     parser.add_argument("--model", default=None, help="base model (default: smollm2-135m)")
     parser.add_argument("--train-env", default=None, help="training env id (preset cpu: toolenv/APIChain-L1-v0; full: toolenv/APIChain-v0)")
