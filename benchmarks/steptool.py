@@ -113,11 +113,11 @@ def run_env_kwargs(preset: StepToolPreset) -> dict[str, Any]:
     return kwargs
 
 
-def _agent_config(algo: str, preset: StepToolPreset, bc_dir: Path, out: Path, seed: int) -> tuple[Any, Any]:
+def _agent_config(algo: str, preset: StepToolPreset, env_kwargs: dict[str, Any], bc_dir: Path, out: Path, seed: int) -> tuple[Any, Any]:
     """The agent module and its config for one run, all with the same sample budget."""
     iterations = max(1, preset.samples // preset.episodes_per_iteration)
     common: dict[str, Any] = {
-        "model": str(bc_dir), "env": [preset.train_env], "env_kwargs": run_env_kwargs(preset), "out": str(out), "max_steps": iterations, "seed": seed,
+        "model": str(bc_dir), "env": [preset.train_env], "env_kwargs": dict(env_kwargs), "out": str(out), "max_steps": iterations, "seed": seed,
         "lr": preset.lr, "lora_r": preset.lora_r, "lora_alpha": 2 * preset.lora_r, "max_new_tokens": preset.max_new_tokens,
         "temperature": preset.temperature, "save_every": max(1, iterations // 3),
     }
@@ -140,12 +140,12 @@ def _agent_config(algo: str, preset: StepToolPreset, bc_dir: Path, out: Path, se
     raise ValueError(f"Unknown algorithm {algo!r}: expected one of {list(ALGORITHMS)}.")
 
 
-def _evaluate(model: Path, preset: StepToolPreset, out: Path) -> dict[str, float]:
+def _evaluate(model: Path, preset: StepToolPreset, env_kwargs: dict[str, Any], out: Path) -> dict[str, float]:
     path = out / "metrics.json"
     if path.exists():
         return json.loads(path.read_text())[preset.test_env]
     metrics = evaluate_model(str(model), [preset.test_env], episodes=preset.eval_episodes, out_dir=out,
-                             batch_size=preset.eval_batch_size, max_new_tokens=preset.max_new_tokens, env_kwargs=run_env_kwargs(preset))
+                             batch_size=preset.eval_batch_size, max_new_tokens=preset.max_new_tokens, env_kwargs=dict(env_kwargs))
     return metrics[preset.test_env]
 
 
@@ -172,16 +172,17 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
     """Run the benchmark; returns ``{"preset", "runs": {algo: [per-seed metrics]}, "curves", "seconds"}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"preset": asdict(preset), "env_kwargs": run_env_kwargs(preset), "runs": {}, "curves": {}, "seconds": {}}
+    env_kwargs = run_env_kwargs(preset)  # the same envs and reward weights for every run
+    results: dict[str, Any] = {"preset": asdict(preset), "env_kwargs": env_kwargs, "runs": {}, "curves": {}, "seconds": {}}
 
     # 1. the warm start: behaviour cloning on gold call sequences, evaluated like every algorithm
     bc_dir = out / "bc" / "model"
     start = time.perf_counter()
     if not (bc_dir / "toolenv_policy.json").exists():
-        bc.train(bc.Config(model=preset.model, env=[preset.train_env], env_kwargs=run_env_kwargs(preset), out=str(bc_dir), max_steps=preset.bc_steps,
+        bc.train(bc.Config(model=preset.model, env=[preset.train_env], env_kwargs=dict(env_kwargs), out=str(bc_dir), max_steps=preset.bc_steps,
                            batch_size=preset.bc_batch_size, demos_per_env=preset.demos, lora_r=preset.lora_r,
                            lora_alpha=2 * preset.lora_r, lr=3e-4, save_every=max(10, preset.bc_steps // 3)))
-    results["runs"]["bc"] = [_evaluate(bc_dir, preset, out / "bc" / "eval")]
+    results["runs"]["bc"] = [_evaluate(bc_dir, preset, env_kwargs, out / "bc" / "eval")]
     results["seconds"]["bc"] = time.perf_counter() - start
 
     # 2. every algorithm from the same warm start, the same samples, each seed
@@ -193,9 +194,9 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
             model_dir = run / "model"
             if not (model_dir / "toolenv_policy.json").exists():
                 logger.info("%s seed %d: training on %d samples", algo, seed, preset.samples)
-                module, cfg = _agent_config(algo, preset, bc_dir, model_dir, seed)
+                module, cfg = _agent_config(algo, preset, env_kwargs, bc_dir, model_dir, seed)
                 module.train(cfg)
-            results["runs"][algo].append(_evaluate(model_dir, preset, run / "eval"))
+            results["runs"][algo].append(_evaluate(model_dir, preset, env_kwargs, run / "eval"))
             results["curves"][algo].append(_training_curve(model_dir))
         results["seconds"][algo] = time.perf_counter() - start
 

@@ -6,10 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 
+import toolenv  # noqa: F401  (registers the env ids)
+from benchmarks.steptool import PRESETS, run_env_kwargs
 from tests.agents.conftest import tiny_model, tiny_tokenizer
 
 
@@ -43,10 +47,6 @@ def test_bench_steptool_tiny(tmp_path: Path) -> None:
 
 
 def _episode_return(env_kwargs: dict, actions: list[str]) -> tuple[float, bool]:
-    import gymnasium as gym
-
-    import toolenv  # noqa: F401
-
     env = gym.make("toolenv/APIChain-L1-v0", **env_kwargs)
     env.reset(seed=0, options={"index": 0})
     total, done = 0.0, False
@@ -62,18 +62,12 @@ def _episode_return(env_kwargs: dict, actions: list[str]) -> tuple[float, bool]:
 
 def test_preset_rewards_make_useless_calls_worth_less_than_solving() -> None:
     """The hack step-PPO found under StepTool's weights: spam a useless tool to the step limit."""
-    import gymnasium as gym
-
-    import toolenv  # noqa: F401
-    from benchmarks.steptool import PRESETS, run_env_kwargs
-
     kwargs = run_env_kwargs(PRESETS["cpu"])
     env = gym.make("toolenv/APIChain-L1-v0", **kwargs)
     env.reset(seed=0, options={"index": 0})
     gold = env.unwrapped.gold_actions()
     useless = 'Thought: I should use get_city.\nAction: get_city\nAction Input: {"city": "Oslo"}'
     spam = gold[:-1] + [useless] * 20  # truncated by the 8-step limit
-
     wrong = gold[:-1] + ["Thought: I now know the final answer.\nFinal Answer: 123456789"]
 
     solved, ok = _episode_return(kwargs, gold)
@@ -87,10 +81,6 @@ def test_preset_rewards_make_useless_calls_worth_less_than_solving() -> None:
 
 
 def test_useless_call_cost_follows_the_env_call_reward() -> None:
-    from dataclasses import replace
-
-    from benchmarks.steptool import PRESETS, run_env_kwargs
-
     cpu = PRESETS["cpu"]
     assert run_env_kwargs(cpu)["reward_weights"] == {"step_cost": pytest.approx(-2 / 6)}
     assert "reward_weights" not in run_env_kwargs(replace(cpu, useless_call_cost=False))
