@@ -16,14 +16,30 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "check_in", "check_positive", "config_from_args", "config_parser", "config_to_dict"]
+__all__ = ["TrainConfig", "check_in", "check_out_dir", "check_positive", "config_from_args", "config_parser", "config_to_dict"]
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     """Raise ``ValueError`` naming the field unless ``value > 0`` (or ``>= 0``)."""
+    import math
+
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"Expected {name} to be a finite number, got {value!r}.")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"Expected {name} {bound}, got {value!r}.")
+
+
+def check_out_dir(path: str, name: str = "out") -> None:
+    """Raise ``ValueError`` unless ``path`` is a directory or could become one (no file on the way)."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    for q in (p, *p.parents):
+        if q.exists() and not q.is_dir():
+            raise ValueError(f"Expected {name} to be a directory, but {str(q)!r} is a file.")
+        if q.exists():
+            return
 
 
 def check_in(name: str, value: Any, allowed: typing.Collection[Any]) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["SHIPPED_MODELS", "LoraSettings", "Policy", "ShippedModel", "resolve_device", "resolve_model"]
+__all__ = ["SHIPPED_MODELS", "LoraSettings", "Policy", "ShippedModel", "check_model_name", "resolve_device", "resolve_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,15 @@ def resolve_device(device: str = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Unknown device {device!r}: expected auto, cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Device {device!r} asked for, but no CUDA device is available: use --device cpu (or auto).")
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(f"Unknown device {device!r}: expected auto, cpu, cuda or cuda:N.")
+    return dev
 
 
 def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -162,6 +170,37 @@ def _from_wheel(spec: ShippedModel, target: Path) -> Path:
     return target
 
 
+def check_model_name(name_or_path: str) -> None:
+    """Refuse, at once and without the network, a model name that cannot load.
+
+    A local directory, a shipped name or a hub id (``org/name``) passes. A path that does not
+    exist says so; a near miss of a shipped name gets a "Did you mean"; anything else names the
+    three forms that are accepted.
+
+    >>> check_model_name("smollm2-135m")
+    >>> check_model_name("HuggingFaceTB/SmolLM2-135M-Instruct")
+    >>> check_model_name("smollm2-135mm")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown model 'smollm2-135mm'. Did you mean 'smollm2-135m'? Expected a local directory, a shipped model (smollm2-135m) or a hub id of the form org/name.
+    """
+    import difflib
+
+    if name_or_path in SHIPPED_MODELS or Path(name_or_path).expanduser().is_dir():
+        return
+    shipped = ", ".join(SHIPPED_MODELS)
+    close = difflib.get_close_matches(name_or_path.lower(), list(SHIPPED_MODELS), n=1, cutoff=0.75)
+    if close:
+        raise ValueError(f"Unknown model {name_or_path!r}. Did you mean {close[0]!r}? Expected a local directory, "
+                         f"a shipped model ({shipped}) or a hub id of the form org/name.")
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        raise ValueError(f"Model path {name_or_path!r} is a file; expected a directory that holds config.json and the weights.")
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:
+        raise FileNotFoundError(f"Model path {name_or_path!r} does not exist. Expected a local directory, "
+                                f"a shipped model ({shipped}) or a hub id of the form org/name.")
+
+
 def resolve_model(name_or_path: str) -> str:
     """A local directory or hub id that ``from_pretrained`` can load.
 
@@ -173,6 +212,7 @@ def resolve_model(name_or_path: str) -> str:
         return str(path)
     spec = SHIPPED_MODELS.get(name_or_path)
     if spec is None:
+        check_model_name(name_or_path)
         return name_or_path
     hub = _from_hub(spec)
     if hub is not None:

@@ -12,8 +12,10 @@ The output directory gets ``results.json`` (every metric of every stage and env,
 stage's model and evaluation are kept under ``{out}/{stage}``, and a stage whose results exist
 is not run again, so an interrupted pipeline continues where it stopped.
 
-Presets: ``cpu`` (default) fits 2 CPU cores in about 20 minutes with SmolLM2-135M; ``full`` is
-the paper-sized setting for a GPU (all test tasks, thousands of steps).
+Presets: ``cpu`` (default) fits 2 CPU cores in about 20 minutes with SmolLM2-135M; ``smoke`` runs
+every stage on the same model at the smallest sizes (two steps, two test tasks per dataset: a check
+that the pipeline runs, not a result); ``full`` is the paper-sized setting for a GPU (all test tasks,
+thousands of steps).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from typing import Any
 
 import toolenv
 from agents import bc, rrhf
+from agents.config import check_out_dir
 from agents.evaluate import evaluate_model
+from agents.policy import check_model_name, resolve_device
 from toolenv.datasets import DataNotFoundError, resolve_data_dir
 
 __all__ = ["PRESETS", "TricePreset", "format_trice_table", "main", "run_trice"]
@@ -64,6 +68,11 @@ class TricePreset:
 
 PRESETS: dict[str, TricePreset] = {
     "cpu": TricePreset(),
+    # every stage on the real model at the smallest size that still runs it end to end (CI runs this)
+    "smoke": TricePreset(
+        eval_episodes=2, eval_batch_size=2, max_new_tokens=16, bc_steps=2, bc_batch_size=2, demos_per_env=4,
+        rrhf_steps=1, rrhf_samples=2, rrhf_tasks_per_step=1, lora_r=4,
+    ),
     "full": TricePreset(
         eval_episodes=100_000, eval_batch_size=64, max_new_tokens=96, bc_steps=3000, bc_batch_size=32,
         demos_per_env=100_000, rrhf_steps=1000, rrhf_samples=4, rrhf_tasks_per_step=8, lora_r=64,
@@ -221,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="toolenv bench trice", description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~20 min on 2 cores; full: paper-sized, for a GPU")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~20 min on 2 cores; smoke: every stage at the smallest size (~2 min); full: paper-sized, for a GPU")
     parser.add_argument("--out", default="runs/trice", help="output directory (an interrupted run continues here)")
     parser.add_argument("--model", default=None, help="base model (default: the preset's, smollm2-135m)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -242,6 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [e for e in (*overrides.get("train_envs", ()), *overrides.get("test_envs", ())) if e not in toolenv.ENV_INFO]
     if unknown:
         parser.error(f"unknown env id(s) {unknown}; see `toolenv list`")
+    for name in ("eval_episodes", "bc_steps", "rrhf_steps", "demos_per_env"):
+        if overrides.get(name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {overrides[name]}")
+    try:  # before any model or data is loaded
+        resolve_device(args.device)
+        check_model_name(overrides.get("model", preset.model))
+        check_out_dir(args.out)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = run_trice(replace(preset, **overrides), args.out, device=args.device)
     print(format_trice_table(results))

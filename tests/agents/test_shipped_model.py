@@ -19,8 +19,9 @@ import torch
 from agents import policy as policy_module
 from agents.policy import SHIPPED_MODELS, Policy, ShippedModel, resolve_model
 from tests.agents.conftest import tiny_model, tiny_tokenizer
+from tests.conftest import require
 
-gguf = pytest.importorskip("gguf")
+gguf = require("gguf", "pip install -e . (gguf is a dependency)")
 
 
 def _permute(w: np.ndarray, heads: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import env_speed
 from benchmarks.env_speed import bench_env, format_table
+from tests.conftest import require
 from toolenv.datasets.bfcl import BFCLNotInstalledError
 
 
@@ -33,7 +34,7 @@ def test_apichain_plays_whole_gold_chains() -> None:
 
 
 def test_bfcl_envs_are_measured() -> None:
-    pytest.importorskip("bfcl_eval", reason="bfcl-eval is not installed")
+    require("bfcl_eval", "pip install --no-deps bfcl-eval==2026.3.23 && pip install mpmath")
     rows = bench_env(["toolenv/BFCLMultiTurn-v0", "toolenv/BFCL-v0"], episodes=30)
     assert [(r["env"], r["protocol"]) for r in rows] == [
         ("toolenv/BFCLMultiTurn-v0", "python"), ("toolenv/BFCLMultiTurn-v0", "json"),

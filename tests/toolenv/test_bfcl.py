@@ -19,6 +19,7 @@ import pytest
 
 import toolenv  # noqa: F401  (registers the ids)
 import toolenv.datasets.bfcl as bfcl_data
+from tests.conftest import require
 from toolenv.datasets import DataNotFoundError
 from toolenv.protocols import PythonProtocol
 from toolenv.types import ToolCall
@@ -37,7 +38,7 @@ KNOWN_GROUND_TRUTH_FAILURES = {
 
 @pytest.fixture(scope="module")
 def bfcl() -> types.ModuleType:
-    return pytest.importorskip("bfcl_eval", reason="bfcl-eval is not installed")
+    return require("bfcl_eval", "pip install --no-deps bfcl-eval==2026.3.23 && pip install mpmath")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -185,7 +186,7 @@ def test_checker_agrees_with_bfcl_on_truth_and_perturbations(bfcl: types.ModuleT
 
 
 def test_initial_state_and_prompt_match_bfcl(bfcl: types.ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    pytest.importorskip("filelock")
+    require("filelock", "pip install filelock (a dependency of transformers)")
     monkeypatch.setenv("BFCL_PROJECT_ROOT", str(tmp_path))  # bfcl_eval.utils makes result folders on import
     from bfcl_eval.constants import default_prompts as dp
     from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import state_checker

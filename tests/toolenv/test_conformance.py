@@ -143,3 +143,22 @@ def test_hostile_text_never_raises(protocol: str, action: str) -> None:
     assert reward == pytest.approx(sum(info["reward_terms"].values()))
     if not terminated:  # the episode goes on normally after any junk
         env.step("calculator(1+1)")
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_async_vector_env_returns_the_real_observations_through_shared_memory(env_id: str) -> None:
+    make_or_skip(env_id).close()
+    sync = gym.make_vec(env_id, num_envs=2, vectorization_mode="sync")
+    asyn = gym.make_vec(env_id, num_envs=2, vectorization_mode="async")  # Gymnasium's default: shared memory
+    try:
+        expected, _ = sync.reset(seed=3)
+        got, _ = asyn.reset(seed=3)
+        assert got == tuple(expected) and all(o.strip() for o in got)
+        actions = ("calculator(6*7) é中 ☃", "[get_city(name='x')]")
+        for _ in range(2):  # a step's observations, and the next step's (the view is read afresh each time)
+            expected, r_sync, *_ = sync.step(actions)
+            got, r_async, *_ = asyn.step(actions)
+            assert got == tuple(expected) and list(r_async) == list(r_sync)
+    finally:
+        sync.close()
+        asyn.close()

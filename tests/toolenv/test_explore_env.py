@@ -8,6 +8,7 @@ import gymnasium as gym
 import pytest
 
 import toolenv  # noqa: F401  (registers the ids)
+from tests.conftest import require
 from toolenv.envs.explore import EXPLORE_REWARD_WEIGHTS, ExploreEnv, explore_tasks
 from toolenv.tools.pool import api_pool
 
@@ -153,8 +154,8 @@ def test_repr() -> None:
 
 @pytest.fixture(scope="module")
 def bfcl() -> types.ModuleType:
-    pytest.importorskip("mpmath", reason="BFCL's MathAPI needs mpmath")
-    return pytest.importorskip("bfcl_eval", reason="bfcl-eval is not installed")
+    require("mpmath", "pip install --no-deps bfcl-eval==2026.3.23 && pip install mpmath")
+    return require("bfcl_eval", "pip install --no-deps bfcl-eval==2026.3.23 && pip install mpmath")
 
 
 def test_bfcl_class_state_is_shared_in_an_episode_and_fresh_after_reset(bfcl: types.ModuleType) -> None:

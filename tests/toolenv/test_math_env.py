@@ -6,6 +6,7 @@ import gymnasium as gym
 import pytest
 
 import toolenv  # noqa: F401
+from tests.conftest import require
 from toolenv.envs.math import MathEnv
 from toolenv.protocols import make_protocol
 from toolenv.types import ToolCall
@@ -166,7 +167,7 @@ def test_json_protocol_messages_carry_tool_calls_and_schemas() -> None:
 
 def test_chat_messages_render_with_a_chat_template() -> None:
     """The messages and schemas go straight into a Hugging Face chat template."""
-    jinja2 = pytest.importorskip("jinja2")
+    jinja2 = require("jinja2", "pip install jinja2 (a dependency of transformers chat templates)")
     template = (
         "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}"
         "{% if m.tool_calls %}{{ m.tool_calls | tojson }}{% endif %}\n{% endfor %}"

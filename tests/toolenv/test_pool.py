@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from toolenv.tools import Tool
 from toolenv.tools.pool import APICHAIN_APIS, Api, api_pool, bfcl_default_config, make_tools
 from toolenv.types import ToolCall
@@ -193,8 +194,8 @@ def test_api_without_factory_cannot_make_tools() -> None:
 # ---------------------------------------------------------------------------------------- BFCL
 @pytest.fixture(scope="module")
 def bfcl() -> types.ModuleType:
-    pytest.importorskip("mpmath", reason="BFCL's MathAPI needs mpmath")
-    return pytest.importorskip("bfcl_eval", reason="bfcl-eval is not installed")
+    require("mpmath", "pip install --no-deps bfcl-eval==2026.3.23 && pip install mpmath")
+    return require("bfcl_eval", "pip install --no-deps bfcl-eval==2026.3.23 && pip install mpmath")
 
 
 def test_bfcl_pool_covers_every_multi_turn_class(bfcl: types.ModuleType) -> None:

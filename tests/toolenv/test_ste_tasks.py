@@ -11,6 +11,7 @@ import pytest
 import toolenv  # noqa: F401  (registers the ids)
 import toolenv.datasets.bfcl as bfcl_data
 import toolenv.tools.pool as pool_module
+from tests.conftest import require
 from toolenv.datasets import DataNotFoundError
 from toolenv.datasets.ste import (
     BFCL_TEST_CATEGORIES,
@@ -161,8 +162,8 @@ def test_call_to_answer_and_bfcl_doc() -> None:
 # ------------------------------------------------------------------------------------ BFCL
 @pytest.fixture(scope="module")
 def bfcl() -> types.ModuleType:
-    pytest.importorskip("mpmath", reason="BFCL's MathAPI needs mpmath")
-    return pytest.importorskip("bfcl_eval", reason="bfcl-eval is not installed")
+    require("mpmath", "pip install --no-deps bfcl-eval==2026.3.23 && pip install mpmath")
+    return require("bfcl_eval", "pip install --no-deps bfcl-eval==2026.3.23 && pip install mpmath")
 
 
 @pytest.mark.parametrize("category", BFCL_TEST_CATEGORIES)

@@ -7,6 +7,7 @@ from typing import Literal
 
 import pytest
 
+from tests.conftest import require
 from toolenv.tools import Tool
 from toolenv.types import ToolCall
 
@@ -42,7 +43,7 @@ def test_schema_from_signature_and_docstring() -> None:
 
 
 def test_schema_matches_transformers_get_json_schema() -> None:
-    transformers_utils = pytest.importorskip("transformers.utils")
+    transformers_utils = require("transformers.utils", "pip install -e .")
 
     def add(a: int, b: float = 1.0) -> float:
         """Add two numbers.
