@@ -66,6 +66,16 @@ def round2_equal(pred: float | None, gold: float | None) -> bool:
     return round(pred, 2) == round(gold, 2)
 
 
+def _batch(completions: Any) -> Sequence[str]:
+    """The completions column, refusing a lone string (which would be scored character by character)."""
+    if isinstance(completions, (str, bytes)) or not isinstance(completions, Sequence):
+        raise TypeError(
+            f"Expected completions to be a batch (a list of strings, one per sample), got {type(completions).__name__} "
+            f"{completions!r:.60}; wrap a single completion in a list: [completion]."
+        )
+    return completions
+
+
 def _column(values: Any, n: int, name: str) -> list[Any]:
     if values is None:
         return [None] * n
@@ -99,7 +109,7 @@ def numeric_match(
     >>> numeric_match(["I do not know"], answer=["4"], tool_value=["4"])
     [1.0]
     """
-    n = len(completions)
+    n = len(_batch(completions))
     answers = _column(answer, n, "answer")
     values = _column(tool_value, n, "tool_value")
     return [
@@ -114,6 +124,7 @@ def uses_tool(completions: Sequence[str], *, tool_names: Sequence[str] = ("calcu
     >>> uses_tool(["calculator(2+3)", "The answer is 5", "use calculator ( 1+1 )"])
     [1.0, 0.0, 1.0]
     """
+    _batch(completions)
     patterns = [re.compile(rf"(?<![\w.]){re.escape(t)}\s*\(") for t in tool_names]
     return [1.0 if any(p.search(c) for p in patterns) else 0.0 for c in completions]
 
@@ -153,7 +164,7 @@ def trice_score(
     >>> trice_score(["calculator(6*7)", "40"], answer="42", tool_value=["42", None])
     [20.0, 15.0]
     """
-    n = len(completions)
+    n = len(_batch(completions))
     answers = _column(answer, n, "answer")
     values = _column(tool_value, n, "tool_value")
     used = [bool(u) for u in tool_used] if tool_used is not None else [u > 0 for u in uses_tool(completions, tool_names=tool_names)]

@@ -51,6 +51,7 @@ from rewards.math import extract_number, round2_equal
 __all__ = [
     "STEPTOOL_JUDGE_PROMPT",
     "TASK_STATUS",
+    "KNOWN_STEP_TERMS",
     "Judge",
     "call_succeeded",
     "calls_match",
@@ -445,6 +446,12 @@ def task_status(
 # ---------------------------------------------------------------------------------------------
 
 
+#: Every per-step term an env of this suite can report (a weight may name one absent from a given episode).
+KNOWN_STEP_TERMS = frozenset({
+    "call_succeeded", "contribution", "task_status", "answer_correct", "call_wellformed", "format_error", "step_cost",
+})
+
+
 def step_rewards(
     step_terms: Sequence[Mapping[str, float]],
     weights: Mapping[str, float],
@@ -469,6 +476,14 @@ def step_rewards(
     >>> step_rewards(terms, weights, steptool_code_weights=True)
     [3.0, 0.5, 0.0]
     """
+    known = set(KNOWN_STEP_TERMS).union(*(terms.keys() for terms in step_terms))
+    unknown = sorted(set(weights) - known)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown term(s) {unknown} in weights: expected names from {sorted(known)}.{hint}")
     scores = [float(sum(weights.get(k, 0.0) * float(v) for k, v in terms.items() if v)) for terms in step_terms]
     if steptool_code_weights:
         n = len(scores)

@@ -8,6 +8,7 @@ parsing, tool dispatch, reward terms, chat messages and episode metrics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -19,7 +20,7 @@ from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText
 from toolenv.tools.base import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT_S, Tool, ToolResult, as_tool, did_you_mean
 from toolenv.types import Task, ToolCall
 
-__all__ = ["BASE_REWARD_WEIGHTS", "ToolEnv", "truncate"]
+__all__ = ["BASE_REWARD_WEIGHTS", "ToolEnv", "accepted_kwargs", "truncate"]
 
 #: The reward terms of every ToolEnv and their default weights. ``reward = Σ weight × term``.
 BASE_REWARD_WEIGHTS: Mapping[str, float] = {
@@ -29,6 +30,21 @@ BASE_REWARD_WEIGHTS: Mapping[str, float] = {
     "format_error": -0.1,  # 1 when the action was malformed: no parse, unknown tool, bad arguments
     "step_cost": 0.0,  # 1 on every step; a negative weight makes long episodes cost
 }
+
+
+def accepted_kwargs(cls: type) -> frozenset[str] | None:
+    """The keyword arguments ``cls(...)`` accepts, or ``None`` when its ``__init__`` takes ``**kwargs``.
+
+    >>> from toolenv.envs.math import MathEnv
+    >>> "level" in accepted_kwargs(MathEnv)
+    True
+    """
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def truncate(text: str, limit: int) -> str:
@@ -95,6 +111,11 @@ class ToolEnv(gym.Env[str, str]):
             from rewards.math import numeric_match
 
             answer_reward = numeric_match
+        if not callable(answer_reward):
+            raise TypeError(
+                f"Expected answer_reward to be a batch reward function f(completions, *, answer, **kw) -> list[float] "
+                f"(e.g. rewards.math.numeric_match), got {type(answer_reward).__name__} {answer_reward!r}."
+            )
         self.answer_reward = answer_reward
         self.render_mode = render_mode
         self.observation_space = AnyText(MAX_OBSERVATION_CHARS)
@@ -106,6 +127,19 @@ class ToolEnv(gym.Env[str, str]):
         self.messages: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self._done = True
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ToolEnv:
+        # Checked before any __init__ runs (so before data is read): a misspelt kwarg names the
+        # accepted ones, with a "Did you mean", instead of Python's bare TypeError.
+        accepted = accepted_kwargs(cls)
+        if accepted is not None:
+            for key in kwargs:
+                if key not in accepted:
+                    raise TypeError(
+                        f"{cls.__name__} got an unknown kwarg {key!r}.{did_you_mean(key, accepted)} "
+                        f"Accepted: {', '.join(sorted(accepted))}."
+                    )
+        return super().__new__(cls)
 
     # ----------------------------------------------------------------- hooks
     def _prompt(self, task: Task) -> str:
@@ -303,13 +337,18 @@ class ToolEnv(gym.Env[str, str]):
 
     def _check_weights(self, overrides: Mapping[str, float] | None) -> dict[str, float]:
         weights = dict(self.reward_weights_defaults)
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise TypeError(
+                f"Expected reward_weights to be a mapping of term names to numbers, e.g. {{'format_error': -0.5}}, "
+                f"got {type(overrides).__name__} {overrides!r}. Terms: {sorted(weights)}."
+            )
         for key, value in (overrides or {}).items():
             if key not in weights:
                 raise ValueError(
                     f"Unknown reward term {key!r} in reward_weights: expected one of {sorted(weights)}."
                     f"{did_you_mean(str(key), weights)}"
                 )
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"Expected reward_weights[{key!r}] to be a number, got {value!r}.")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"Expected reward_weights[{key!r}] to be a finite number, got {value!r}.")
             weights[key] = float(value)
         return weights

@@ -8,21 +8,29 @@ split and a fast :meth:`TaskSet.index_of` lookup from task id to position.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import json
 import operator
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 from toolenv.types import Task
 
 __all__ = [
     "DATA_ENV_VAR",
+    "DataFormatError",
     "DataNotFoundError",
     "ListTaskSet",
     "TaskSet",
     "check_choice",
+    "parse_xml",
+    "read_json",
+    "read_json_lines",
+    "record_of",
     "require_file",
     "resolve_data_dir",
 ]
@@ -36,6 +44,63 @@ _DISPLAY_NAMES = {"gsm8k": "GSM8K", "asdiv": "ASDiv", "mawps": "MAWPS", "svamp":
 
 class DataNotFoundError(FileNotFoundError):
     """No data directory is configured, or a file a loader needs is missing from it."""
+
+
+class DataFormatError(ValueError):
+    """A data file is malformed; the message names the file and the line or record."""
+
+
+def read_json_lines(path: Path) -> list[tuple[int, Any]]:
+    """``(line number, record)`` for every non-empty line of a JSON Lines file (line numbers from 1)."""
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append((lineno, json.loads(line)))
+            except ValueError as e:
+                raise DataFormatError(f"{path}, line {lineno}: not valid JSON ({e}).") from None
+    return out
+
+
+def read_json(path: Path) -> Any:
+    """A whole JSON file; a syntax error names the file, line and column."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"{path}, line {e.lineno} column {e.colno}: not valid JSON ({e.msg}).") from None
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not UTF-8 text ({e}).") from None
+
+
+def parse_xml(path: Path) -> ET.ElementTree:
+    """An XML file; a syntax error (a truncated file, say) names the file, line and column."""
+    try:
+        return ET.parse(path)
+    except ET.ParseError as e:
+        line, col = e.position
+        raise DataFormatError(f"{path}, line {line} column {col}: not well-formed XML ({e}).") from None
+
+
+@contextlib.contextmanager
+def record_of(path: Path, where: str) -> Iterator[None]:
+    """Turn a record's missing key or wrong type into a :class:`DataFormatError` naming the file and ``where``.
+
+    >>> with record_of(Path("gsm8k/train.jsonl"), "line 3"):
+    ...     {"question": "?"}["answer"]
+    Traceback (most recent call last):
+    ...
+    toolenv.datasets.base.DataFormatError: gsm8k/train.jsonl, line 3: missing key 'answer'.
+    """
+    try:
+        yield
+    except DataFormatError:
+        raise
+    except KeyError as e:
+        raise DataFormatError(f"{path}, {where}: missing key {e.args[0]!r}.") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as e:
+        raise DataFormatError(f"{path}, {where}: malformed record ({type(e).__name__}: {e}).") from None
 
 
 def _did_you_mean(value: str, allowed: Iterable[str]) -> str:

@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from toolenv.datasets.base import DataNotFoundError, ListTaskSet, check_choice
+from toolenv.datasets.base import DataNotFoundError, ListTaskSet, check_choice, read_json_lines
 from toolenv.protocols.python_calls import parse_python_calls
 from toolenv.types import Task, ToolCall
 
@@ -89,8 +88,7 @@ def bfcl_package_dir() -> Path:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise BFCLNotInstalledError(f"Expected the BFCL file {path}, but it does not exist. Reinstall: {BFCL_INSTALL}")
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [item for _, item in read_json_lines(path)]
 
 
 def _doc_file_mapping() -> Mapping[str, str]:

@@ -20,19 +20,28 @@ from __future__ import annotations
 
 import functools
 import html
-import json
 import logging
 import math
 import os
 import random
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from toolenv.datasets.base import ListTaskSet, TaskSet, check_choice, require_file, resolve_data_dir
+from toolenv.datasets.base import (
+    DataFormatError,
+    ListTaskSet,
+    TaskSet,
+    check_choice,
+    parse_xml,
+    read_json,
+    read_json_lines,
+    record_of,
+    require_file,
+    resolve_data_dir,
+)
 from toolenv.tools.calculator import CalculatorError, evaluate
 from toolenv.types import Task, ToolCall
 
@@ -231,31 +240,29 @@ def load_gsm8k(split: str, data_dir: PathArg = None) -> list[Task]:
     path = require_file(data_dir, f"gsm8k/{split}.jsonl")
     tasks: list[Task] = []
     skipped = 0
-    with path.open(encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
-    for i, line in enumerate(lines):
-        item = json.loads(line)
-        text: str = item["answer"]
-        rationale, _, final = text.rpartition("####")
-        answer = _parse_number(final)
-        if answer is None:
-            skipped += 1
-            continue
-        steps = _STEP_RE.findall(rationale)
-        tasks.append(
-            Task(
-                id=f"gsm8k-{split}-{i}",
-                question=item["question"].strip(),
-                answer=format_answer(answer),
-                solution=_solution(_compose_steps(steps, answer)),
-                meta={
-                    "dataset": "gsm8k",
-                    "split": split,
-                    "steps": steps,
-                    "rationale": _STEP_RE.sub("", rationale).strip(),
-                },
+    for i, (lineno, item) in enumerate(read_json_lines(path)):
+        with record_of(path, f"line {lineno}"):
+            text: str = item["answer"]
+            rationale, _, final = text.rpartition("####")
+            answer = _parse_number(final)
+            if answer is None:
+                skipped += 1
+                continue
+            steps = _STEP_RE.findall(rationale)
+            tasks.append(
+                Task(
+                    id=f"gsm8k-{split}-{i}",
+                    question=item["question"].strip(),
+                    answer=format_answer(answer),
+                    solution=_solution(_compose_steps(steps, answer)),
+                    meta={
+                        "dataset": "gsm8k",
+                        "split": split,
+                        "steps": steps,
+                        "rationale": _STEP_RE.sub("", rationale).strip(),
+                    },
+                )
             )
-        )
     _log_load("GSM8K", split, tasks, skipped, path)
     return tasks
 
@@ -318,35 +325,36 @@ def load_asdiv(split: str, data_dir: PathArg = None) -> list[Task]:
     wanted = {"train": _ASDIV_TRAIN_FOLDS, "test": _ASDIV_TEST_FOLDS}.get(split)
     tasks: list[Task] = []
     skipped = 0
-    for problem in ET.parse(path).getroot().iter("Problem"):
-        problem_id = problem.get("ID", "")
-        fold = folds.get(problem_id)
-        if wanted is not None and fold not in wanted:
-            continue
-        answer = _asdiv_answer(problem.findtext("Answer", ""))
-        if answer is None:
-            skipped += 1
-            continue
-        formula = problem.findtext("Formula", "").strip()
-        body = _clean(problem.findtext("Body", ""))
-        question = _clean(problem.findtext("Question", ""))
-        grade = problem.get("Grade")
-        tasks.append(
-            Task(
-                id=f"asdiv-{problem_id}",
-                question=f"{body} {question}".strip(),
-                answer=format_answer(answer),
-                solution=_solution(_asdiv_expression(formula, answer)),
-                meta={
-                    "dataset": "asdiv",
-                    "split": split,
-                    "formula": formula,
-                    "solution_type": problem.findtext("Solution-Type", "").strip(),
-                    "grade": int(grade) if grade and grade.isdigit() else grade,
-                    "fold": fold,
-                },
+    for problem in parse_xml(path).getroot().iter("Problem"):
+        with record_of(path, f"Problem ID={problem.get('ID')!r}"):
+            problem_id = problem.get("ID", "")
+            fold = folds.get(problem_id)
+            if wanted is not None and fold not in wanted:
+                continue
+            answer = _asdiv_answer(problem.findtext("Answer", ""))
+            if answer is None:
+                skipped += 1
+                continue
+            formula = problem.findtext("Formula", "").strip()
+            body = _clean(problem.findtext("Body", ""))
+            question = _clean(problem.findtext("Question", ""))
+            grade = problem.get("Grade")
+            tasks.append(
+                Task(
+                    id=f"asdiv-{problem_id}",
+                    question=f"{body} {question}".strip(),
+                    answer=format_answer(answer),
+                    solution=_solution(_asdiv_expression(formula, answer)),
+                    meta={
+                        "dataset": "asdiv",
+                        "split": split,
+                        "formula": formula,
+                        "solution_type": problem.findtext("Solution-Type", "").strip(),
+                        "grade": int(grade) if grade and grade.isdigit() else grade,
+                        "fold": fold,
+                    },
+                )
             )
-        )
     _log_load("ASDiv", split, tasks, skipped, path)
     return tasks
 
@@ -384,23 +392,26 @@ def _norm_text(text: str) -> str:
 def _load_mawps_source(data_dir: PathArg) -> tuple[list[dict[str, Any]], list[str], Path]:
     """mawps_source.json items and each item's MWPToolkit split (by 0-based position)."""
     source_path = require_file(data_dir, "mawps/mwptoolkit/mawps_source.json")
-    items: list[dict[str, Any]] = json.loads(source_path.read_text(encoding="utf-8"))
+    items: list[dict[str, Any]] = read_json(source_path)
+    if not isinstance(items, list):
+        raise DataFormatError(f"{source_path}: expected a JSON list of problems, got {type(items).__name__}.")
     own_split = [""] * len(items)
     for name, file_name in _MAWPS_SPLIT_FILES.items():
         split_path = require_file(data_dir, f"mawps/mwptoolkit/{file_name}")
-        for entry in json.loads(split_path.read_text(encoding="utf-8")):
-            # MWPToolkit ids are 1-based positions in MAWPS.json, which lists the same
-            # problems in the same order as mawps_source.json; check the answers agree.
-            pos = int(entry["id"]) - 1
-            if not 0 <= pos < len(items):
-                raise ValueError(f"Expected MAWPS ids in 1..{len(items)} in {split_path}, got {entry['id']}")
-            ans, sol = _to_fraction(entry.get("ans")), _to_fraction(items[pos]["lSolutions"][0])
-            if ans is not None and sol is not None and abs(ans - sol) > Fraction(1, 10**6):
-                raise ValueError(
-                    f"Expected {split_path} id {entry['id']} to be mawps_source.json item {pos} "
-                    f"(answer {float(sol)}), got answer {float(ans)}: the files are out of step"
-                )
-            own_split[pos] = name
+        for k, entry in enumerate(read_json(split_path)):
+            with record_of(split_path, f"entry {k}"):
+                # MWPToolkit ids are 1-based positions in MAWPS.json, which lists the same
+                # problems in the same order as mawps_source.json; check the answers agree.
+                pos = int(entry["id"]) - 1
+                if not 0 <= pos < len(items):
+                    raise ValueError(f"Expected MAWPS ids in 1..{len(items)} in {split_path}, got {entry['id']}")
+                ans, sol = _to_fraction(entry.get("ans")), _to_fraction(items[pos]["lSolutions"][0])
+                if ans is not None and sol is not None and abs(ans - sol) > Fraction(1, 10**6):
+                    raise ValueError(
+                        f"Expected {split_path} id {entry['id']} to be mawps_source.json item {pos} "
+                        f"(answer {float(sol)}), got answer {float(ans)}: the files are out of step"
+                    )
+                own_split[pos] = name
     return items, own_split, source_path
 
 
@@ -440,14 +451,15 @@ def load_mawps(split: str, subset: str | None = None, data_dir: PathArg = None) 
     skipped = 0
     if subset is None:
         for pos, item in enumerate(items):
-            if split != "all" and own_split[pos] != split:
-                continue
-            answer = _to_fraction(item["lSolutions"][0]) if item.get("lSolutions") else None
-            if answer is None:
-                skipped += 1
-                continue
-            meta = {"split": split, "mwptoolkit_split": own_split[pos] or None}
-            tasks.append(_mawps_task(f"mawps-{item['iIndex']}", item["sQuestion"], answer, item["lEquations"], meta))
+            with record_of(source_path, f"item {pos}"):
+                if split != "all" and own_split[pos] != split:
+                    continue
+                answer = _to_fraction(item["lSolutions"][0]) if item.get("lSolutions") else None
+                if answer is None:
+                    skipped += 1
+                    continue
+                meta = {"split": split, "mwptoolkit_split": own_split[pos] or None}
+                tasks.append(_mawps_task(f"mawps-{item['iIndex']}", item["sQuestion"], answer, item["lEquations"], meta))
         _log_load("MAWPS", split, tasks, skipped, source_path)
         return tasks
 
@@ -455,30 +467,28 @@ def load_mawps(split: str, subset: str | None = None, data_dir: PathArg = None) 
     for k, item in enumerate(items):
         by_text.setdefault(_norm_text(item["sQuestion"]), []).append(k)
     path = require_file(data_dir, f"mawps/tora/{subset}.jsonl")
-    with path.open(encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
-    for i, line in enumerate(lines):
-        item = json.loads(line)
-        answer = _to_fraction(item["target"])
-        if answer is None:
-            skipped += 1
-            continue
-        candidates = by_text.get(_norm_text(item["input"]), [])
-        match = next(
-            (p for p in candidates if _to_fraction(items[p]["lSolutions"][0]) == answer),
-            candidates[0] if candidates else None,
-        )
-        item_split = own_split[match] if match is not None else "test"
-        if split != "all" and item_split != split:
-            continue
-        meta = {
-            "split": split,
-            "subset": subset,
-            "mwptoolkit_split": item_split if match is not None else None,
-            "mawps_index": items[match]["iIndex"] if match is not None else None,
-        }
-        equations = items[match]["lEquations"] if match is not None else []
-        tasks.append(_mawps_task(f"{subset}-{i}", item["input"], answer, equations, meta))
+    for i, (lineno, item) in enumerate(read_json_lines(path)):
+        with record_of(path, f"line {lineno}"):
+            answer = _to_fraction(item["target"])
+            if answer is None:
+                skipped += 1
+                continue
+            candidates = by_text.get(_norm_text(item["input"]), [])
+            match = next(
+                (p for p in candidates if _to_fraction(items[p]["lSolutions"][0]) == answer),
+                candidates[0] if candidates else None,
+            )
+            item_split = own_split[match] if match is not None else "test"
+            if split != "all" and item_split != split:
+                continue
+            meta = {
+                "split": split,
+                "subset": subset,
+                "mwptoolkit_split": item_split if match is not None else None,
+                "mawps_index": items[match]["iIndex"] if match is not None else None,
+            }
+            equations = items[match]["lEquations"] if match is not None else []
+            tasks.append(_mawps_task(f"{subset}-{i}", item["input"], answer, equations, meta))
     _log_load(f"MAWPS/{subset}", split, tasks, skipped, path)
     return tasks
 
@@ -498,26 +508,29 @@ def load_svamp(split: str, data_dir: PathArg = None) -> list[Task]:
     """
     check_choice("split", split, SPLITS["svamp"])
     path = require_file(data_dir, "svamp/SVAMP.json")
-    items: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+    items: list[dict[str, Any]] = read_json(path)
+    if not isinstance(items, list):
+        raise DataFormatError(f"{path}: expected a JSON list of problems, got {type(items).__name__}.")
     n_train = round(0.8 * len(items))
     chosen = {"train": items[:n_train], "test": items[n_train:], "all": items}[split]
     tasks: list[Task] = []
     skipped = 0
-    for item in chosen:
-        answer = _to_fraction(item.get("Answer"))
-        if answer is None:
-            skipped += 1
-            continue
-        equation = _clean(str(item.get("Equation", "")))
-        tasks.append(
-            Task(
-                id=f"svamp-{str(item['ID']).lower()}",
-                question=f"{_clean(item.get('Body', ''))} {_clean(item.get('Question', ''))}".strip(),
-                answer=format_answer(answer),
-                solution=_solution(_verified(equation, answer)),
-                meta={"dataset": "svamp", "split": split, "equation": equation, "type": item.get("Type")},
+    for k, item in enumerate(chosen):
+        with record_of(path, f"item {k + (n_train if split == 'test' else 0)}"):
+            answer = _to_fraction(item.get("Answer"))
+            if answer is None:
+                skipped += 1
+                continue
+            equation = _clean(str(item.get("Equation", "")))
+            tasks.append(
+                Task(
+                    id=f"svamp-{str(item['ID']).lower()}",
+                    question=f"{_clean(item.get('Body', ''))} {_clean(item.get('Question', ''))}".strip(),
+                    answer=format_answer(answer),
+                    solution=_solution(_verified(equation, answer)),
+                    meta={"dataset": "svamp", "split": split, "equation": equation, "type": item.get("Type")},
+                )
             )
-        )
     _log_load("SVAMP", split, tasks, skipped, path)
     return tasks
 
