@@ -83,6 +83,18 @@ class TrainConfig:
             check_positive(name, getattr(self, name), allow_zero=True)
         check_in("device", self.device.split(":")[0], {"auto", "cpu", "cuda"})
         check_in("dtype", self.dtype, {"auto", "float32", "fp32", "bfloat16", "bf16"})
+        if not isinstance(self.env_kwargs, dict):
+            raise ValueError(f"Expected env_kwargs to be a dict of env kwargs, got {self.env_kwargs!r}.")
+        check_out_dir(self.out)
+        # Everything that can be checked before a model or a dataset is loaded, is.
+        import toolenv
+
+        for env_id in self.env:
+            toolenv.check_env_args(env_id, self.env_kwargs)
+        from agents.policy import check_model_name, resolve_device
+
+        resolve_device(self.device)
+        check_model_name(self.model)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -108,8 +120,14 @@ def _arg_type(tp: Any) -> tuple[Any, dict[str, Any]]:
     return tp, {}
 
 
-def config_parser(config_cls: type, *, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one ``--field-name`` option per dataclass field."""
+def config_parser(
+    config_cls: type, *, prog: str | None = None, description: str | None = None, defaults: dict[str, Any] | None = None
+) -> argparse.ArgumentParser:
+    """An argparse parser with one ``--field-name`` option per dataclass field.
+
+    ``defaults`` (a registered variant's, e.g. ``step-ppo``'s) are the defaults the help shows.
+    Env kwargs are ``--kw KEY=VALUE`` (repeatable), as on every other command.
+    """
     parser = argparse.ArgumentParser(prog=prog, description=description or (config_cls.__doc__ or "").strip().splitlines()[0])
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
@@ -117,6 +135,11 @@ def config_parser(config_cls: type, *, prog: str | None = None, description: str
             continue
         tp, extra = _arg_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+        default = (defaults or {}).get(f.name, default)
+        if f.name == "env_kwargs":
+            parser.add_argument("--kw", action="append", default=None, dest=f.name, metavar="KEY=VALUE",
+                                help=f"env kwarg for every env (repeatable; values JSON-decoded when possible) (default: {default!r})")
+            continue
         kwargs: dict[str, Any] = {"help": f"{f.metadata.get('help', '')} (default: {default!r})", "default": None, "dest": f.name}
         if tp is not None:
             kwargs["type"] = tp
@@ -132,10 +155,14 @@ def config_from_args(
 
     A bad value exits with the config's own message (which names the field and the allowed values).
     """
-    parser = config_parser(config_cls, **parser_kwargs)
+    parser = config_parser(config_cls, defaults=defaults, **parser_kwargs)
     ns = parser.parse_args(argv)
     given = {**(defaults or {}), **{k: v for k, v in vars(ns).items() if v is not None}}
     try:
+        if isinstance(given.get("env_kwargs"), list):
+            import toolenv
+
+            given["env_kwargs"] = toolenv.parse_kw(given["env_kwargs"])
         return config_cls(**given)
-    except ValueError as e:
-        parser.error(str(e))
+    except (ValueError, FileNotFoundError) as e:  # one line: the field, the value, the allowed values
+        parser.exit(2, f"{parser.prog}: error: {e}\n")

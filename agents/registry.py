@@ -61,7 +61,18 @@ def load_agent(name: str) -> ModuleType:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ValueError(f"Unknown agent {name!r}: expected one of {sorted(agents)}.{hint}")
     path = _module_of(agents[name])
-    module = importlib.import_module(path)
+    import os
+    import sys
+
+    if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: modules in the current folder
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(path)
+    except ModuleNotFoundError as e:
+        if e.name and path.startswith(e.name):
+            raise ValueError(f"Cannot import agent module {path!r}: no module {e.name!r} here ({os.getcwd()}) "
+                             f"or on the Python path.") from None
+        raise
     for attr in ("Config", "train"):
         if not hasattr(module, attr):
             raise TypeError(f"Agent module {path} must define {attr}; it does not.")

@@ -12,6 +12,7 @@ here, :class:`VLLMGenerator` on a GPU. Finished episodes drop out of the batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ __all__ = [
     "save_trajectories",
     "scripted_trajectory",
     "step_rewards_of",
+    "with_call_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,6 +145,48 @@ def _json_safe(value: Any) -> Any:
         return repr(value)
 
 
+_WARNED_NO_TOOL_CALLS = False
+
+
+def _warn_no_tool_calls_once() -> None:
+    global _WARNED_NO_TOOL_CALLS
+    if not _WARNED_NO_TOOL_CALLS:
+        _WARNED_NO_TOOL_CALLS = True
+        logger.warning("The chat template ignores assistant tool_calls; each call's text is kept in the assistant "
+                       "turn's content instead (<tool_call>{...}</tool_call>), so no turn renders empty.")
+
+
+def with_call_text(message: dict[str, Any]) -> dict[str, Any]:
+    r"""An assistant message whose ``tool_calls`` are written into its content as the model writes them.
+
+    The JSON protocol keeps a call turn's visible text in ``content`` and the calls in
+    ``tool_calls`` (OpenAI's layout). A template that ignores ``tool_calls`` would render that
+    turn empty; this is the same turn as text, which is also exactly the model's action.
+
+    >>> with_call_text({"role": "assistant", "content": "Let me add.", "tool_calls": [
+    ...     {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "1+2"}}}]})["content"]
+    'Let me add.\n<tool_call>\n{"name": "calculator", "arguments": {"expression": "1+2"}}\n</tool_call>'
+    """
+    calls = message.get("tool_calls")
+    if message.get("role") != "assistant" or not calls:
+        return message
+    from toolenv.protocols import JsonProtocol
+    from toolenv.types import ToolCall
+
+    fmt = JsonProtocol()
+    parts = [str(message.get("content") or "").strip()]
+    for call in calls:
+        fn = call.get("function", call)
+        args = fn.get("arguments") or {}
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                args = {"input": args}
+        parts.append(fmt.format_call(ToolCall(str(fn.get("name", "")), dict(args))))
+    return {k: v for k, v in message.items() if k != "tool_calls"} | {"content": "\n".join(p for p in parts if p)}
+
+
 class ChatFormat:
     """Renders prompts and observations as tokens of a tokenizer's chat template.
 
@@ -161,7 +205,20 @@ class ChatFormat:
         self._base_text = base_text
         self._close_after_eos = tail[len(self.eos_token) :] if tail.startswith(self.eos_token) else tail
 
+    @functools.cached_property
+    def renders_tool_calls(self) -> bool:
+        """Whether the chat template shows an assistant message's ``tool_calls`` (SmolLM2's does not)."""
+        probe = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "",
+                  "tool_calls": [{"type": "function", "function": {"name": "PROBE_TOOL_NAME", "arguments": {}}}]}]
+        try:
+            return "PROBE_TOOL_NAME" in self.tokenizer.apply_chat_template(probe, tokenize=False)
+        except Exception:
+            return False
+
     def _render(self, messages: list[dict[str, Any]], *, generation_prompt: bool, tools: Any = None) -> str:
+        if any(m.get("tool_calls") for m in messages) and not self.renders_tool_calls:
+            _warn_no_tool_calls_once()
+            messages = [with_call_text(m) for m in messages]
         return self.tokenizer.apply_chat_template(
             messages, tools=tools, add_generation_prompt=generation_prompt, tokenize=False
         )
@@ -564,7 +621,7 @@ def chat_trajectory(
                       logprobs=[0.0] * len(prompt), prompt_length=len(prompt))
     i = first
     while i < len(messages):
-        text = str(messages[i].get("content") or "")
+        text = str(with_call_text(dict(messages[i])).get("content") or "")
         ids = fmt.action_ids(text)
         traj.token_ids.extend(ids)
         traj.action_mask.extend([1] * len(ids))

@@ -28,7 +28,9 @@ from gymnasium.envs.registration import load_env_creator
 
 import toolenv
 from agents import bc
+from agents.config import check_out_dir, check_positive
 from agents.evaluate import evaluate_model
+from agents.policy import check_model_name
 
 __all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_steptool_table", "main", "run_env_kwargs", "run_steptool"]
 
@@ -80,6 +82,9 @@ class StepToolPreset:
 
 PRESETS: dict[str, StepToolPreset] = {
     "cpu": StepToolPreset(),
+    # every algorithm end to end at the smallest sizes: one iteration of 4 episodes each, 2 test tasks
+    "smoke": StepToolPreset(samples=4, episodes_per_iteration=4, bc_steps=2, bc_batch_size=2, demos=8, eval_episodes=2,
+                            eval_batch_size=2, max_new_tokens=24, dpo_pairs_per_task=1, lora_r=4),
     "full": StepToolPreset(train_env="toolenv/APIChain-v0", test_env="toolenv/APIChain-Test-v0", env_kwargs={}, seeds=(0, 1, 2), bc_steps=1000,
                            bc_batch_size=32, demos=20_000, samples=20_000, episodes_per_iteration=64, ppo_epochs=2, dpo_pairs_per_task=4,
                            eval_episodes=1000, eval_batch_size=64, temperature=1.0, max_new_tokens=128, lora_r=64, gamma=0.99,
@@ -269,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="toolenv bench steptool", description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~20 min on 2 cores; full: for a GPU")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~20 min on 2 cores; smoke: every algorithm for one iteration (a few minutes on a tiny model); full: for a GPU")
     parser.add_argument("--out", default="runs/steptool", help="output directory (an interrupted run continues here)")
     parser.add_argument("--model", default=None, help="base model (default: smollm2-135m)")
     parser.add_argument("--train-env", default=None, help="training env id (preset cpu: toolenv/APIChain-L1-v0; full: toolenv/APIChain-v0)")
@@ -283,23 +288,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="StepTool's reward weights alone: a successful but useless call earns 1/6 (see run_env_kwargs)")
     for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the preset's {name}")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per action at most (preset cpu: 48)")
+    parser.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg of the train and test envs (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
                                  if k in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "model", "train_env", "test_env",
-                                          "temperature", "lr")
+                                          "temperature", "lr", "max_new_tokens")
                                  and v is not None}
+    try:  # every mistake that shows before a model loads
+        for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "max_new_tokens", "seeds"):
+            if getattr(args, name, None) is not None:
+                check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+        for name in ("temperature", "lr"):
+            if getattr(args, name) is not None:
+                check_positive(f"--{name}", getattr(args, name))
+        kw = toolenv.parse_kw(args.kw)
+        preset = PRESETS[args.preset]
+        env_kwargs = {**preset.env_kwargs, **kw, **({"protocol": args.protocol} if args.protocol else {})}
+        for key in ("train_env", "test_env"):
+            toolenv.check_env_args(overrides.get(key, getattr(preset, key)), env_kwargs)
+        check_model_name(overrides.get("model", preset.model))
+        check_out_dir(args.out, "--out")
+    except (ValueError, FileNotFoundError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    if args.kw or args.protocol:
+        overrides["env_kwargs"] = env_kwargs
     if args.steptool_weights:
         overrides["useless_call_cost"] = False
     if args.algorithm:
         overrides["algorithms"] = tuple(args.algorithm)
     if args.seeds:
         overrides["seeds"] = tuple(range(args.seeds))
-    if args.protocol:
-        overrides["env_kwargs"] = {**PRESETS[args.preset].env_kwargs, "protocol": args.protocol}
-    for key in ("train_env", "test_env"):
-        if key in overrides and overrides[key] not in toolenv.ENV_INFO:
-            parser.error(f"unknown env id {overrides[key]!r}; see `toolenv list`")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = run_steptool(replace(PRESETS[args.preset], **overrides), args.out)
     print(format_steptool_table(results))

@@ -31,7 +31,7 @@ from typing import Any
 
 import toolenv
 from agents import bc, rrhf
-from agents.config import check_out_dir
+from agents.config import check_out_dir, check_positive
 from agents.evaluate import evaluate_model
 from agents.policy import check_model_name, resolve_device
 from toolenv.datasets import DataNotFoundError, resolve_data_dir
@@ -248,18 +248,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         train, test = default_envs()
         overrides["train_envs"] = tuple(args.train_env) or train
         overrides["test_envs"] = tuple(args.test_env) or test
-    unknown = [e for e in (*overrides.get("train_envs", ()), *overrides.get("test_envs", ())) if e not in toolenv.ENV_INFO]
-    if unknown:
-        parser.error(f"unknown env id(s) {unknown}; see `toolenv list`")
-    for name in ("eval_episodes", "bc_steps", "rrhf_steps", "demos_per_env"):
-        if overrides.get(name, 1) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {overrides[name]}")
     try:  # before any model or data is loaded
+        for name in ("eval_episodes", "bc_steps", "rrhf_steps", "demos_per_env"):
+            if name in overrides:
+                check_positive(f"--{name.replace('_', '-')}", overrides[name])
+        for env_id in (*overrides.get("train_envs", ()), *overrides.get("test_envs", ())):
+            toolenv.check_env_args(env_id)
         resolve_device(args.device)
         check_model_name(overrides.get("model", preset.model))
         check_out_dir(args.out)
     except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = run_trice(replace(preset, **overrides), args.out, device=args.device)
     print(format_trice_table(results))

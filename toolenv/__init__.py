@@ -12,7 +12,7 @@ transformers is imported.
 
 from __future__ import annotations
 
-from toolenv.registration import ENV_INFO, EnvInfo, register_env
+from toolenv.registration import ENV_INFO, EnvInfo, check_env_args, parse_kw, register_env, test_env_of
 from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText
 from toolenv.types import Task, ToolCall
 
@@ -24,7 +24,10 @@ __all__ = [
     "EnvInfo",
     "Task",
     "ToolCall",
+    "check_env_args",
+    "parse_kw",
     "register_env",
+    "test_env_of",
 ]
 
 __version__ = "0.1.0"
@@ -117,7 +120,8 @@ register_env(
     "multiple, parallel, parallel_multiple, irrelevance. Needs bfcl-eval.",
     tools=("the task's function docs (not executed)",),
     datasets=("bfcl:simple_python",),
-    max_episode_steps=1,
+    # every step ends the episode (terminated); a limit of 1 would also flag it truncated
+    max_episode_steps=2,
     kwargs={"category": "simple_python"},
 )
 # --- BFCL ---

@@ -15,17 +15,14 @@ __all__ = ["main"]
 
 
 def _parse_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["split=test", "level=2"]`` -> ``{"split": "test", "level": 2}`` (values JSON-decoded when possible)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"error: expected --kw KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
+    """``--kw KEY=VALUE`` pairs as env kwargs (:func:`toolenv.parse_kw`)."""
+    from toolenv.registration import parse_kw
+
+    return parse_kw(pairs)
+
+
+#: Mistakes a user can make (a bad id, kwarg, value, path); the command line reports them in one line.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -49,14 +46,11 @@ def _make(env_id: str, kwargs: dict[str, Any]) -> Any:
 
     import toolenv
 
-    if env_id not in toolenv.ENV_INFO and env_id not in gym.registry:
-        from toolenv.tools.base import did_you_mean
-
-        raise SystemExit(f"error: unknown env id {env_id!r}.{did_you_mean(env_id, toolenv.ENV_INFO)} See `toolenv list`.")
+    toolenv.check_env_args(env_id, kwargs)
     try:
         return gym.make(env_id, **kwargs)
-    except (FileNotFoundError, ValueError, TypeError) as e:  # missing data, bad kwargs: say so, no traceback
-        raise SystemExit(f"error: cannot make {env_id}: {e}") from None
+    except USER_ERRORS as e:  # missing data, bad kwargs: say so, no traceback
+        raise ValueError(f"cannot make {env_id}: {e}") from None
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
@@ -65,7 +59,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
         kwargs["protocol"] = args.protocol
     env = _make(args.env_id, kwargs)
     options = {"index": args.index} if args.index is not None else None
-    obs, info = env.reset(seed=args.seed, options=options)
+    obs, info = env.reset(seed=args.seed, options=options)  # an --index out of range is a one-line error
     task = info["task"]
     print(f"== {args.env_id}  task {task['id']}  (protocol: {env.unwrapped.protocol.name})")
     print(obs)
@@ -117,25 +111,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.agent in (None, "-h", "--help", "list"):
         names = ", ".join(sorted(available_agents()))
-        print(f"usage: toolenv train AGENT [options]   (toolenv train AGENT --help lists its options)\nagents: {names}")
+        usage = f"usage: toolenv train AGENT [options]   (toolenv train AGENT --help lists its options)\nagents: {names}"
+        if args.agent is None:  # a missing argument is a usage error
+            print(usage, file=sys.stderr)
+            return 2
+        print(usage)
         return 0
-    try:
-        agent = load_agent(args.agent)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    agent = load_agent(args.agent)
     cfg = config_from_args(agent.Config, args.rest, defaults=agent_defaults(args.agent), prog=f"toolenv train {args.agent}")
     out = agent.train(cfg)
-    print(f"saved to {out}; evaluate with: toolenv eval --model {out} --env {cfg.env[0]} --out {out}/eval")
+    from toolenv.registration import test_env_of
+
+    held_out = [test_env_of(e) for e in cfg.env]
+    if held_out == list(cfg.env):
+        note = " (no held-out variant of this env is registered: pass one with --env to evaluate on unseen tasks)"
+    else:
+        note = ""
+    envs = " ".join(f"--env {e}" for e in dict.fromkeys(held_out))
+    print(f"saved to {out}; evaluate with: toolenv eval --model {out} {envs} --out {out}/eval{note}")
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    import toolenv
+    from agents.config import check_out_dir, check_positive
     from agents.evaluate import evaluate_model, format_metrics_table
+    from agents.policy import check_model_name, resolve_device
 
+    # every mistake that can be seen before the model loads, is
+    kwargs = _parse_kwargs(args.kw)
+    for env_id in args.env:
+        toolenv.check_env_args(env_id, kwargs)
+    for name in ("episodes", "batch_size", "max_new_tokens"):
+        check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    resolve_device(args.device)
+    check_model_name(args.model)
+    check_out_dir(args.out, "--out")
     metrics = evaluate_model(
         args.model, args.env, episodes=args.episodes, out_dir=args.out, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype,
-        env_kwargs=_parse_kwargs(args.kw), progress=not args.no_progress,
+        env_kwargs=kwargs, progress=not args.no_progress,
     )
     print(format_metrics_table(metrics))
     print(f"\nwrote metrics.md, metrics.json, metrics.png, trajectories.jsonl and runs/ to {args.out}")
@@ -160,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("env_id", help="a registered id, e.g. toolenv/Math-v0")
     p.add_argument("--seed", type=int, default=None, help="seed of the task sampler")
     p.add_argument("--index", type=int, default=None, help="play the task at this index of the split")
-    p.add_argument("--protocol", choices=["trice", "react", "json"], default=None, help="action protocol")
+    from toolenv.protocols import PROTOCOLS
+
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None, help="action protocol")
     p.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg (repeatable)")
     p.add_argument("--show-answer", action="store_true", help="show the gold answer and actions first")
     p.set_defaults(fn=_cmd_play)
@@ -202,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``toolenv`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["train"], ["bench"]) and argv[1:2] in (["-h"], ["--help"]):
-        argv = argv[:1] if argv[0] == "train" else ["bench", "--what-help"]
+        argv = ["train", "list"] if argv[0] == "train" else ["bench", "--what-help"]
     if argv[:1] == ["ste"] and argv[1:2] in (["-h"], ["--help"]):
         argv = ["ste"]
     if argv == ["bench", "--what-help"] or argv == ["bench"]:
@@ -211,7 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {name:<9} {text}")
         return 0
     args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    import os
+
+    try:
+        return int(args.fn(args) or 0)
+    except USER_ERRORS as e:
+        if os.environ.get("TOOLENV_DEBUG") == "1":
+            raise
+        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {message}  (TOOLENV_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -300,7 +300,8 @@ class ToolEnv(gym.Env[str, str]):
             info["calls_ok"].append(result.ok)
             for key, value in self._call_terms(call, result).items():
                 raw[key] = raw.get(key, 0.0) + value
-            self._num_calls += 1
+            if result.error != "unknown_tool":  # a call to no tool is a format error, not a tool call
+                self._num_calls += 1
             if result.error in ("arguments", "unknown_tool"):
                 wellformed = False
             if not result.ok:

@@ -7,7 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 
-__all__ = ["ENV_INFO", "EnvInfo", "register_env"]
+__all__ = ["ENV_INFO", "EnvInfo", "check_env_args", "parse_kw", "register_env", "test_env_of"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +40,72 @@ def register_env(
     kwargs = dict(kwargs or {})
     gym.register(id=id, entry_point=entry_point, max_episode_steps=max_episode_steps, kwargs=kwargs)
     ENV_INFO[id] = EnvInfo(id, description, tools, datasets, needs_data, kwargs)
+
+
+def check_env_args(env_id: str, kwargs: dict[str, Any] | None = None) -> None:
+    """Check an id and kwargs without building the env (no data is read): a "Did you mean" for both.
+
+    >>> check_env_args("toolenv/Math-v0", {"level": 2})
+    >>> check_env_args("toolenv/Maht-v0")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown env id 'toolenv/Maht-v0'. Did you mean 'toolenv/Math-v0'? See `toolenv list`.
+    """
+    import difflib
+
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(ENV_INFO) or list(gym.registry), n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown env id {env_id!r}.{hint} See `toolenv list`.")
+    entry = gym.registry[env_id].entry_point
+    if not kwargs or not isinstance(entry, str) or ":" not in entry:
+        return
+    import importlib
+
+    module, name = entry.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    from toolenv.core import accepted_kwargs
+
+    accepted = accepted_kwargs(cls) if isinstance(cls, type) else None
+    if accepted is None:
+        return
+    for key in kwargs:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, sorted(accepted), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"Unknown kwarg {key!r} for {env_id}.{hint} Accepted: {', '.join(sorted(accepted))}.")
+
+
+def parse_kw(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["split=test", "level=2"]`` -> ``{"split": "test", "level": 2}`` (values JSON-decoded when possible).
+
+    The one way env kwargs are given on every command line (``--kw KEY=VALUE``, repeatable).
+
+    >>> parse_kw(["split=test", "level=2", 'reward_weights={"step_cost": -0.1}'])
+    {'split': 'test', 'level': 2, 'reward_weights': {'step_cost': -0.1}}
+    """
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"Expected --kw KEY=VALUE, got {pair!r}.")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def test_env_of(env_id: str) -> str:
+    """The held-out variant of a training id when one is registered (``Math-v0`` -> ``Math-Test-v0``), else the id.
+
+    >>> test_env_of("toolenv/APIChain-L1-v0"), test_env_of("toolenv/Math-Test-v0")
+    ('toolenv/APIChain-L1-Test-v0', 'toolenv/Math-Test-v0')
+    """
+    if "-Test" in env_id:
+        return env_id
+    base, _, version = env_id.rpartition("-v")
+    candidate = f"{base}-Test-v{version}"
+    return candidate if candidate in gym.registry else env_id

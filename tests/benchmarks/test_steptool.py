@@ -26,9 +26,8 @@ def test_bench_steptool_tiny(tmp_path: Path) -> None:
     out = tmp_path / "steptool"
     algorithms = ["ppo", "step-ppo", "grpo", "dpo"]
     cmd = [
-        sys.executable, "-m", "toolenv.cli", "bench", "steptool", "--model", str(model_dir), "--out", str(out),
-        "--train-env", "toolenv/APIChain-L1-v0", "--test-env", "toolenv/APIChain-L1-Test-v0", "--samples", "8",
-        "--episodes-per-iteration", "4", "--bc-steps", "2", "--demos", "8", "--eval-episodes", "3", "--seeds", "1",
+        sys.executable, "-m", "toolenv.cli", "bench", "steptool", "--preset", "smoke", "--model", str(model_dir),
+        "--out", str(out), "--samples", "8", "--eval-episodes", "3", "--max-new-tokens", "16",
         *[a for algo in algorithms for a in ("--algorithm", algo)],
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

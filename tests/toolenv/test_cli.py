@@ -78,3 +78,73 @@ def test_train_and_bench_help_list_the_choices() -> None:
     assert out.returncode == 0 and all(f"  {name}" in out.stdout for name in ("env", "rollout", "trice", "steptool"))
     out = run("train", "nosuch")
     assert out.returncode != 0 and "Unknown agent 'nosuch'" in out.stderr
+
+
+MISTAKES = [
+    (["train", "ppo", "--env", "toolenv/Maht-v0"], "Did you mean 'toolenv/Math-v0'"),
+    (["train", "ppo", "--kw", "levle=2"], "Did you mean 'level'"),
+    (["train", "ppo", "--device", "gpu"], "'gpu'"),
+    (["train", "ppo", "--model", "runs/nothing/here"], "does not exist"),
+    (["train", "ppo", "--model", "smollm2-135mm"], "Did you mean 'smollm2-135m'"),
+    (["train", "ppo", "--lr", "nan"], "Expected lr to be a finite number"),
+    (["train", "ppo", "--out", __file__], "is a file"),
+    (["train", "nosuch.agent"], "Cannot import agent module 'nosuch.agent'"),
+    (["train", "ppoo"], "Did you mean 'ppo'"),
+    (["play", "toolenv/Math-v0", "--index", "99999999"], "options['index']"),
+    (["play", "toolenv/Math-v0", "--kw", "levle=2"], "Did you mean 'level'"),
+    (["eval", "--model", "smollm2-135mm", "--env", "toolenv/Math-Test-v0", "--out", "x"], "Did you mean 'smollm2-135m'"),
+    (["eval", "--model", "smollm2-135m", "--env", "toolenv/Math-Test-v0", "--out", "x", "--episodes", "0"], "--episodes"),
+    (["eval", "--model", "smollm2-135m", "--env", "toolenv/Math-Tset-v0", "--out", "x"], "Did you mean 'toolenv/Math-Test-v0'"),
+    (["bench", "trice", "--model", "./missing-model"], "does not exist"),
+    (["bench", "trice", "--bc-steps", "0"], "--bc-steps"),
+    (["bench", "steptool", "--kw", "protocl=react"], "Did you mean 'protocol'"),
+    (["bench", "steptool", "--lr", "nan"], "finite"),
+]
+
+
+@pytest.mark.parametrize(("argv", "says"), MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+def test_a_mistake_is_one_line_and_no_traceback(argv: list[str], says: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = subprocess.run([sys.executable, "-m", "toolenv.cli", *argv], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert says in lines[0]
+
+
+def test_train_without_an_agent_is_a_usage_error() -> None:
+    out = run("train")
+    assert out.returncode == 2 and "usage: toolenv train AGENT" in out.stderr
+    assert run("train", "--help").returncode == 0
+
+
+def test_train_finds_an_agent_module_in_the_current_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "mylab").mkdir()
+    (tmp_path / "mylab" / "__init__.py").write_text("")
+    (tmp_path / "mylab" / "agent.py").write_text(
+        "from dataclasses import dataclass\nfrom pathlib import Path\nfrom agents.config import TrainConfig\n\n"
+        "@dataclass\nclass Config(TrainConfig):\n    pass\n\n"
+        "def train(cfg):\n    Path(cfg.out).mkdir(parents=True, exist_ok=True)\n    return Path(cfg.out)\n"
+    )
+    out = subprocess.run([sys.executable, "-m", "toolenv.cli", "train", "mylab.agent", "--out", "result"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "result").is_dir()
+    # the hint evaluates on the held-out variant, not on the training env
+    assert "--env toolenv/Math-Test-v0" in out.stdout
+
+
+def test_each_agent_help_shows_its_own_defaults() -> None:
+    out = run("train", "step-ppo", "--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    assert "(default: 'runs/step-ppo')" in text and "(default: 'step')" in text
+    assert "--kw KEY=VALUE" in text and "--env-kwargs" not in text
+
+
+def test_play_offers_every_protocol() -> None:
+    from toolenv.protocols import PROTOCOLS
+
+    text = run("play", "--help").stdout
+    for name in PROTOCOLS:
+        assert name in text

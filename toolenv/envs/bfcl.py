@@ -844,7 +844,8 @@ class BFCLEnv(_BFCLBase):
 
     ## Version History
 
-    - v0: initial version (BFCL v4 data of ``bfcl-eval==2026.3.23``).
+    - v0: initial version (BFCL v4 data of ``bfcl-eval==2026.3.23``). Fixed without a version bump: the
+      one-step episode is no longer also flagged truncated (the registered step limit is 2, never reached).
 
     ## Example
 

@@ -163,17 +163,34 @@ def _param_extra(schema: Mapping[str, Any]) -> str:
 def _function_api(fn: Callable[..., Any], source: str, *, name: str | None = None,
                   description: str | None = None) -> Api:
     tool = Tool(fn, name=name, description=description)
+    return Api(tool.name, _doc_of(tool), source, _returns_of(fn), _FunctionTool(fn, tool.name, tool.description))
 
-    def factory(*, timeout: float, max_output_chars: int) -> Tool:
-        return Tool(fn, name=tool.name, description=tool.description, timeout=timeout,
-                    max_output_chars=max_output_chars)
 
-    return Api(tool.name, _doc_of(tool), source, _returns_of(fn), factory)
+@dataclass(frozen=True)
+class _FunctionTool:
+    """Builds a function's :class:`Tool` with an env's limits (a class, not a closure, so envs pickle)."""
+
+    fn: Callable[..., Any]
+    name: str
+    description: str
+
+    def __call__(self, *, timeout: float, max_output_chars: int) -> Tool:
+        return Tool(self.fn, name=self.name, description=self.description, timeout=timeout, max_output_chars=max_output_chars)
+
+
+@dataclass(frozen=True)
+class _SameTool:
+    """Hands out one Tool object (a subclass may hold state that cannot be rebuilt)."""
+
+    tool: Tool
+
+    def __call__(self, **_: Any) -> Tool:
+        return self.tool
 
 
 def _tool_api(tool: Tool) -> Api:
-    if type(tool) is not Tool:  # a subclass may hold state we cannot rebuild: hand out the same object
-        return Api(tool.name, _doc_of(tool), f"custom:{tool.name}", "", lambda **_: tool)
+    if type(tool) is not Tool:
+        return Api(tool.name, _doc_of(tool), f"custom:{tool.name}", "", _SameTool(tool))
     return _function_api(tool.fn, _custom_source(tool.fn), name=tool.name, description=tool.description)
 
 
@@ -276,7 +293,7 @@ def _bfcl_doc(raw: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
 
 def _bfcl_apis(class_name: str) -> list[Api]:
     from toolenv.datasets.bfcl import multi_turn_function_docs
-    from toolenv.envs.bfcl import BFCLTool, _signatures_of
+    from toolenv.envs.bfcl import _signatures_of
 
     methods = _signatures_of(class_name)
     apis = []
@@ -284,12 +301,20 @@ def _bfcl_apis(class_name: str) -> list[Api]:
         if raw["name"] not in methods:
             continue
         doc, returns = _bfcl_doc(raw)
-
-        def factory(instance: Any, *, timeout: float, max_output_chars: int, _doc: dict[str, Any] = doc) -> Tool:
-            return BFCLTool(_doc, getattr(instance, _doc["name"]), timeout=timeout, max_output_chars=max_output_chars)
-
-        apis.append(Api(doc["name"], doc, f"bfcl:{class_name}", returns, factory))
+        apis.append(Api(doc["name"], doc, f"bfcl:{class_name}", returns, _BFCLMethodTool(doc)))
     return apis
+
+
+@dataclass(frozen=True)
+class _BFCLMethodTool:
+    """Builds the Tool of one BFCL method on an API instance (a class, not a closure, so envs pickle)."""
+
+    doc: dict[str, Any]
+
+    def __call__(self, instance: Any, *, timeout: float, max_output_chars: int) -> Tool:
+        from toolenv.envs.bfcl import BFCLTool
+
+        return BFCLTool(self.doc, getattr(instance, self.doc["name"]), timeout=timeout, max_output_chars=max_output_chars)
 
 
 def _bfcl_spec(rest: str | None) -> list[Api]:
