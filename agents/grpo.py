@@ -3,12 +3,12 @@
 For each task, ``group_size`` episodes are played from the same start (reset with
 ``options={"index": i}``). With ``--reward-placement final`` each episode's advantage is its
 return standardised within the group, on every one of its model tokens (DeepSeekMath's GRPO).
-With ``step``, each step's return-to-go (its reward plus the later steps') is standardised over
-all steps of the group, and lands on that step's action tokens — step-grained credit without a
-critic. The loss is PPO's clipped surrogate plus ``kl_coef`` × the k3 KL to the reference (the
+With ``step`` (DeepSeekMath's process supervision), every step reward is standardised over the
+group's step rewards and each step's advantage is the sum of the standardised rewards from that
+step on, on that step's action tokens — step-grained credit without a critic. The loss is PPO's clipped surrogate plus ``kl_coef`` × the k3 KL to the reference (the
 same model with its adapter disabled).
 
-Run: ``toolenv train grpo --model runs/bc --env toolenv/APIChain-v0 --out runs/grpo``.
+Run: ``toolenv train grpo --model runs/bc --env toolenv/APIChain-v1 --out runs/grpo``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 import toolenv  # noqa: F401  (registers the env ids)
 from agents.config import TrainConfig, check_in, check_positive, config_from_args
-from agents.ppo_losses import kl_penalty, masked_mean, policy_loss
+from agents.ppo_losses import aggregate_loss, kl_penalty, policy_loss
 from agents.rollout import GenerationSettings, Trajectory, rollout, step_rewards_of
 from agents.utils import (
     Checkpointer,
@@ -54,7 +54,8 @@ class Config(TrainConfig):
     tasks_per_env: int = field(default=10_000, metadata={"help": "tasks are drawn from the first N of each env's split"})
     reward_placement: str = field(default="final", metadata={"help": "final: episode return; step: per-step return-to-go"})
     reward_source: str = field(default="hindsight", metadata={"help": "hindsight: the env's end-of-episode step rewards when given; immediate"})
-    scale_rewards: bool = field(default=True, metadata={"help": "divide by the group's standard deviation"})
+    scale_rewards: bool = field(default=True, metadata={"help": "divide by the group's standard deviation (Bessel-corrected, + 1e-4, as TRL)"})
+    loss_type: str = field(default="token_mean", metadata={"help": "token_mean: over all model tokens (TRL bnpo/dapo); seq_mean: per sequence then over sequences (TRL grpo); dr_grpo: sum / (batch x max_new_tokens x max turns)"})
     epochs: int = field(default=1, metadata={"help": "passes over each batch"})
     minibatch_size: int = field(default=4, metadata={"help": "trajectories per gradient step"})
     clip: float = field(default=0.2, metadata={"help": "policy ratio clip"})
@@ -66,6 +67,7 @@ class Config(TrainConfig):
         super().__post_init__()
         check_in("reward_placement", self.reward_placement, {"final", "step"})
         check_in("reward_source", self.reward_source, {"hindsight", "immediate"})
+        check_in("loss_type", self.loss_type, {"token_mean", "seq_mean", "dr_grpo"})
         if self.group_size < 2:
             raise ValueError(f"Expected group_size >= 2 (advantages are relative to the group), got {self.group_size}.")
         for name in ("tasks_per_step", "tasks_per_env", "epochs", "minibatch_size", "max_new_tokens", "temperature"):
@@ -74,19 +76,33 @@ class Config(TrainConfig):
             check_positive(name, getattr(self, name), allow_zero=True)
 
 
-def group_advantages(step_rewards: Sequence[Sequence[float]], mode: str, *, scale: bool = True) -> list[list[float]]:
-    """Per-step advantages of one group of episodes on the same task.
+def _std(x: np.ndarray) -> float:
+    """TRL's ``nanstd``: the Bessel-corrected standard deviation (0 for fewer than two values)."""
+    return float(x.std(ddof=1)) if x.size > 1 else 0.0
 
-    ``final``: every step of episode i gets ``(R_i - mean R) / std R``. ``step``: step k of episode
-    i gets its return-to-go standardised over all steps of the group.
+
+def group_advantages(step_rewards: Sequence[Sequence[float]], mode: str, *, scale: bool = True) -> list[list[float]]:
+    """Per-step advantages of one group of episodes on the same task (DeepSeekMath's GRPO, §4.1.2-4.1.3).
+
+    ``final`` (outcome supervision): every step of episode i gets ``(R_i - mean R) / (std R + 1e-4)``
+    over the group's returns. ``step`` (process supervision): every step reward of the group is
+    normalised, ``r̃ = (r - mean) / (std + 1e-4)`` over all the group's step rewards, and step k's
+    advantage is the sum of the normalised rewards from step k on. The std is Bessel-corrected
+    and the 1e-4 is TRL's (``GRPOTrainer``); ``scale=False`` only subtracts the mean (TRL's
+    ``scale_rewards="none"``, Dr. GRPO).
 
     >>> [[round(a, 3) for a in adv] for adv in group_advantages([[0.0, 1.0], [0.0]], "final")]
-    [[1.0, 1.0], [-1.0]]
+    [[0.707, 0.707], [-0.707]]
 
-    Step returns-to-go 1.5, 1.0 and 0.0 have mean 0.833 and standard deviation 0.624:
+    Two identical episodes get identical advantages, and equal rewards are no signal:
+
+    >>> group_advantages([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]], "step")
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+
+    Step rewards 0.5, 1.0 and 0.0 have mean 0.5 and std 0.5, so they normalise to 0, 1 and -1:
 
     >>> [[round(a, 3) for a in adv] for adv in group_advantages([[0.5, 1.0], [0.0]], "step")]
-    [[1.069, 0.267], [-1.336]]
+    [[1.0, 1.0], [-1.0]]
     """
     if mode not in ("final", "step"):
         raise ValueError(f"Expected mode to be one of ['final', 'step'], got {mode!r}.")
@@ -94,12 +110,16 @@ def group_advantages(step_rewards: Sequence[Sequence[float]], mode: str, *, scal
         returns = np.array([sum(r) for r in step_rewards], dtype=np.float64)
         adv = returns - returns.mean()
         if scale:
-            adv = adv / (returns.std() + 1e-6)
+            adv = adv / (_std(returns) + 1e-4)
         return [[float(a)] * len(r) for a, r in zip(adv, step_rewards)]
-    to_go = [list(np.cumsum(np.asarray(r, dtype=np.float64)[::-1])[::-1]) for r in step_rewards]
-    flat = np.array([g for gs in to_go for g in gs], dtype=np.float64)
-    mean, std = (flat.mean(), flat.std()) if flat.size else (0.0, 1.0)
-    return [[float((g - mean) / (std + 1e-6)) if scale else float(g - mean) for g in gs] for gs in to_go]
+    flat = np.array([x for r in step_rewards for x in r], dtype=np.float64)
+    mean = flat.mean() if flat.size else 0.0
+    denom = (_std(flat) + 1e-4) if scale else 1.0
+    out = []
+    for r in step_rewards:
+        normalised = (np.asarray(r, dtype=np.float64) - mean) / denom
+        out.append([float(a) for a in np.cumsum(normalised[::-1])[::-1]])
+    return out
 
 
 def token_advantages(step_adv: Sequence[Sequence[float]], trajectories: Sequence[Trajectory], width: int) -> torch.Tensor:
@@ -138,6 +158,9 @@ def train(cfg: Config) -> Path:
         env.close()
     envs: dict[str, list[gym.Env]] = {e: [gym.make(e, **cfg.env_kwargs) for _ in range(n_envs)] for e in cfg.env}
     settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+    # Dr. GRPO divides by the longest possible completion: every turn's token budget
+    max_turns = max((gym.spec(e).max_episode_steps or 1) for e in cfg.env)
+    max_completion = cfg.max_new_tokens * max_turns
     pad = policy.tokenizer.pad_token_id
     out = Path(cfg.out)
 
@@ -193,9 +216,11 @@ def train(cfg: Config) -> Path:
                 idx = torch.as_tensor(order[lo : lo + cfg.minibatch_size], device=accelerator.device)
                 mb = {k: v[idx] for k, v in batch.items()}
                 logprobs = scorer(**mb)
-                loss, pstats = policy_loss(logprobs, old_logprobs[idx], advantages[idx], mb["loss_mask"], clip=cfg.clip)
+                loss, pstats = policy_loss(logprobs, old_logprobs[idx], advantages[idx], mb["loss_mask"], clip=cfg.clip,
+                                           loss_type=cfg.loss_type, max_length=max_completion)  # type: ignore[arg-type]
                 if cfg.kl_coef > 0:
-                    kl = masked_mean(kl_penalty(logprobs, ref_logprobs[idx], "k3"), mb["loss_mask"])
+                    kl = aggregate_loss(kl_penalty(logprobs, ref_logprobs[idx], "k3"), mb["loss_mask"], cfg.loss_type,  # type: ignore[arg-type]
+                                        max_length=max_completion)
                     loss = loss + cfg.kl_coef * kl
                     pstats["kl"] = kl.item()
                 accelerator.backward(loss)

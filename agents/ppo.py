@@ -18,11 +18,12 @@ Offline mode (``--data FILE``): train from stored trajectories (e.g. StepTool's 
 annotated ones) instead of new rollouts; old log-probs and values are recomputed by the current
 model at each iteration.
 
-Run: ``toolenv train step-ppo --model runs/bc --env toolenv/APIChain-v0 --out runs/step-ppo``.
+Run: ``toolenv train step-ppo --model runs/bc --env toolenv/APIChain-v1 --out runs/step-ppo``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from torch import nn
 import toolenv  # noqa: F401  (registers the env ids)
 from agents.config import TrainConfig, check_in, check_positive, config_from_args
 from agents.ppo_losses import (
+    AdaptiveKLController,
     explained_variance,
     kl_penalty,
     masked_gae,
@@ -57,9 +59,22 @@ from agents.utils import (
     set_seed,
 )
 
-__all__ = ["Config", "ValueHead", "main", "step_rewards_of", "train"]
+__all__ = ["SETTINGS", "STEPTOOL_SETTING", "Config", "ValueHead", "main", "ppo_rewards", "step_rewards_of", "train"]
 
 logger = logging.getLogger(__name__)
+
+
+#: StepTool's PPO, from yuyq18/StepTool: ``config/*/StepTool_ppo.json`` (init_kl_coef 0.3, target 6,
+#: horizon 10000, gamma 0.99) on trl 0.10.1's ``PPOConfig`` defaults (lam 0.95, vf_coef 0.1,
+#: ppo_epochs 4, cliprange 0.2, cliprange_value 0.2, kl_penalty "kl" in the reward);
+#: ``src/steptool/step_ppotrainer.py`` (step k's score x (n-1-k) on its last token; GAE through
+#: observation tokens with zeroed values); ``src/baseline-ppo/ppo.py`` (final-reward PPO on IsSolved only).
+STEPTOOL_SETTING: dict[str, object] = {
+    "code_weights": True, "final_reward": "task_status", "gae": "through", "kl_controller": "adaptive",
+    "kl_coef": 0.3, "kl_target": 6.0, "kl_horizon": 10_000, "kl_mode": "reward", "vf_coef": 0.1, "ppo_epochs": 4,
+    "gamma": 0.99, "lam": 0.95, "clip": 0.2, "vf_clip": 0.2,
+}
+SETTINGS: dict[str, dict[str, object]] = {"toolenv": {}, "steptool": STEPTOOL_SETTING}
 
 
 @dataclass
@@ -84,12 +99,39 @@ class Config(TrainConfig):
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature; log-probabilities are scored at it too"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per action at most"})
     data: str | None = field(default=None, metadata={"help": "offline mode: JSONL of stored trajectories to train on"})
+    setting: str = field(default="toolenv", metadata={"help": "toolenv: this suite's defaults; steptool: StepTool's code "
+                         "(the defaults of code_weights, final_reward, gae, kl_controller, kl_coef, vf_coef, ppo_epochs "
+                         "become StepTool's; see STEPTOOL_SETTING)"})
+    code_weights: bool = field(default=False, metadata={"help": "step placement: step k of n weighted by n-1-k, as StepTool's StepPPOTrainer (the final IsSolved gets 0)"})
+    final_reward: str = field(default="sum", metadata={"help": "final placement: sum (every step's reward) or task_status (IsSolved only, StepTool's PPO baseline)"})
+    gae: str = field(default="skip", metadata={"help": "skip: GAE over model tokens only (verl); through: over every token with observations zeroed (trl 0.10.1, StepTool)"})
+    kl_controller: str = field(default="fixed", metadata={"help": "fixed: kl_coef throughout; adaptive: trl 0.10.1's adaptive controller from kl_coef"})
+    kl_target: float = field(default=6.0, metadata={"help": "adaptive KL: target per-sequence KL"})
+    kl_horizon: int = field(default=10_000, metadata={"help": "adaptive KL: horizon"})
 
     def __post_init__(self) -> None:
+        check_in("setting", self.setting, set(SETTINGS))
+        defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+        for name, value in SETTINGS[self.setting].items():  # a setting changes defaults, never a value given
+            if name == "code_weights" and self.reward_placement != "step":
+                continue
+            if name == "final_reward" and self.reward_placement != "final":
+                continue
+            if getattr(self, name) == defaults[name]:
+                setattr(self, name, value)
         super().__post_init__()
         check_in("reward_placement", self.reward_placement, {"final", "step"})
         check_in("reward_source", self.reward_source, {"hindsight", "immediate"})
         check_in("kl_mode", self.kl_mode, {"reward", "loss"})
+        check_in("final_reward", self.final_reward, {"sum", "task_status"})
+        check_in("gae", self.gae, {"skip", "through"})
+        check_in("kl_controller", self.kl_controller, {"fixed", "adaptive"})
+        if self.code_weights and self.reward_placement != "step":
+            raise ValueError("Expected code_weights only with reward_placement='step'.")
+        if self.final_reward != "sum" and self.reward_placement != "final":
+            raise ValueError("Expected final_reward='task_status' only with reward_placement='final'.")
+        check_positive("kl_target", self.kl_target)
+        check_positive("kl_horizon", self.kl_horizon)
         for name in ("episodes_per_step", "ppo_epochs", "minibatch_size", "max_new_tokens", "temperature"):
             check_positive(name, getattr(self, name))
         for name in ("clip", "vf_clip", "kl_coef", "vf_coef"):
@@ -98,6 +140,24 @@ class Config(TrainConfig):
             raise ValueError(f"Expected gamma in (0, 1] and lam in [0, 1], got {self.gamma} and {self.lam}.")
         if self.data is not None and not Path(self.data).exists():
             raise ValueError(f"Expected data to be an existing JSONL file, got {self.data!r}.")
+
+
+def ppo_rewards(trajs: list[Trajectory], cfg: Config, width: int) -> torch.Tensor:
+    """The token-level rewards the PPO loss sees (before the KL penalty): ``[batch, width]``.
+
+    ``step`` placement: each step's reward (the env's hindsight rewards with ``reward_source
+    hindsight``) on its action's last token, weighted by ``n-1-k`` with ``code_weights``.
+    ``final`` placement: the episode's summed step rewards, or with ``final_reward task_status``
+    only the final answer's IsSolved (raw ``task_status`` of the last step; 0 when the episode
+    ended without an answer), on the last action's last token.
+    """
+    if cfg.reward_placement == "final" and cfg.final_reward == "task_status":
+        scores = [[0.0] * (len(t.action_ends) - 1) + [float(t.infos[-1].get("reward_raw", {}).get("task_status", 0.0))]
+                  if t.infos else [] for t in trajs]
+    else:
+        scores = [step_rewards_of(t, cfg.reward_source) for t in trajs]
+    return place_rewards(scores, [t.action_ends for t in trajs], width, cfg.reward_placement,  # type: ignore[arg-type]
+                         code_weights=cfg.code_weights)
 
 
 class ValueHead(nn.Module):
@@ -152,6 +212,7 @@ def train(cfg: Config) -> Path:
     envs = [gym.make(e, **cfg.env_kwargs) for e in env_ids] if offline is None else []
     settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
     out = Path(cfg.out)
+    kl_ctl = AdaptiveKLController(cfg.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon)
 
     # 2. resume from the last checkpoint of the same command, if any
     checkpointer = Checkpointer(out, cfg)
@@ -191,12 +252,12 @@ def train(cfg: Config) -> Path:
         scorer.train()
         # 5. rewards on tokens, KL penalty, advantages
         width = batch["input_ids"].shape[1]
-        rewards = place_rewards([step_rewards_of(t, cfg.reward_source) for t in trajs], [t.action_ends for t in trajs],
-                                width, cfg.reward_placement).to(accelerator.device)
+        rewards = ppo_rewards(trajs, cfg, width).to(accelerator.device)
         kl = kl_penalty(old_logprobs, ref_logprobs, "k1") * mask
-        if cfg.kl_mode == "reward" and cfg.kl_coef > 0:
-            rewards = rewards - cfg.kl_coef * kl
-        advantages, returns = masked_gae(rewards, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)
+        if cfg.kl_mode == "reward" and kl_ctl.value > 0:
+            rewards = rewards - kl_ctl.value * kl
+        advantages, returns = masked_gae(rewards, old_values, mask, gamma=cfg.gamma, lam=cfg.lam,
+                                         through_observations=cfg.gae == "through")
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         # 6. PPO epochs over minibatches
@@ -210,9 +271,9 @@ def train(cfg: Config) -> Path:
                 pl, pstats = policy_loss(logprobs, old_logprobs[idx], advantages[idx], mb["loss_mask"], clip=cfg.clip)
                 vl, vstats = value_loss(values, old_values[idx], returns[idx], mb["loss_mask"], clip=cfg.vf_clip)
                 loss = pl + cfg.vf_coef * vl
-                if cfg.kl_mode == "loss" and cfg.kl_coef > 0:
+                if cfg.kl_mode == "loss" and kl_ctl.value > 0:
                     kl_term = masked_mean(kl_penalty(logprobs, ref_logprobs[idx], "k3"), mb["loss_mask"])
-                    loss = loss + cfg.kl_coef * kl_term
+                    loss = loss + kl_ctl.value * kl_term
                 accelerator.backward(loss)
                 if cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -221,6 +282,8 @@ def train(cfg: Config) -> Path:
                 optimizer.zero_grad(set_to_none=True)
                 for k, v in {**pstats, **vstats}.items():
                     stats[k].append(v)
+        if cfg.kl_controller == "adaptive":  # trl 0.10.1: mean per-sequence KL, batch size as n_steps
+            kl_ctl.update(float(kl.sum(-1).mean()), len(trajs))
         # 7. log
         ep = _episode_stats(trajs)
         bar.set_postfix(success=f"{ep['success']:.2f}", ret=f"{ep['return']:.2f}")
@@ -235,6 +298,7 @@ def train(cfg: Config) -> Path:
                 if k.startswith("term/"):
                     writer.add_scalar(f"rewards/{k[5:]}", v, x)
             writer.add_scalar("charts/kl", masked_mean(kl, mask).item(), x)
+            writer.add_scalar("charts/kl_coef", kl_ctl.value, x)
             writer.add_scalar("charts/explained_variance", explained_variance(old_values, returns, mask), x)
             for k, vs in stats.items():
                 writer.add_scalar(f"losses/{k}", float(np.mean(vs)), x)

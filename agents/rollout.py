@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import torch
 
+from agents.config import check_in
 from agents.policy import Policy
 
 __all__ = [
@@ -46,7 +47,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _INFO_KEYS = ("action_kind", "calls", "calls_ok", "tool_outputs", "answer", "error", "success", "num_tool_calls",
-              "tool_used", "num_format_errors", "turns", "reward_raw")
+              "tool_used", "num_format_errors", "turns", "reward_raw", "step_rewards", "step_reward_terms")
 
 
 @dataclass
@@ -428,6 +429,18 @@ class _Episode:
                                action_mask=[0] * len(prompt), logprobs=[0.0] * len(prompt), prompt_length=len(prompt))
         self.done = False
 
+    def cut(self) -> None:
+        """End the episode early (turn or token budget): truncated, with the env's end-of-episode info."""
+        self.traj.truncated, self.done = True, True
+        self._add_end_info()
+
+    def _add_end_info(self) -> None:
+        """A truncated episode's end-of-episode info (hindsight step rewards), as a terminated one has."""
+        end_info = getattr(self.env.unwrapped, "end_info", None)
+        if self.traj.infos and callable(end_info):
+            extra = end_info()
+            self.traj.infos[-1].update({k: _json_safe(v) for k, v in extra.items() if k in _INFO_KEYS})
+
     def act(self, ids: list[int], logprobs: list[float], text: str, eos_ids: Sequence[int]) -> None:
         t = self.traj
         t.token_ids.extend(ids)
@@ -441,6 +454,8 @@ class _Episode:
         t.infos.append({k: _json_safe(info[k]) for k in _INFO_KEYS if k in info})
         t.terminated, t.truncated = bool(terminated), bool(truncated)
         self.done = bool(terminated or truncated)
+        if truncated and not terminated:
+            self._add_end_info()
         if not self.done:
             messages = self.env.unwrapped.messages  # type: ignore[attr-defined]
             new = [m for m in messages[self.messages_seen + 1 :] if m["role"] != "assistant"]
@@ -499,11 +514,11 @@ def rollout(
             break
         if max_turns is not None and turn >= max_turns:
             for ep in active:
-                ep.traj.truncated, ep.done = True, True
+                ep.cut()
             break
         for ep in active:
             if len(ep.traj.token_ids) + settings.max_new_tokens > max_total_tokens:
-                ep.traj.truncated, ep.done = True, True
+                ep.cut()
         active = [ep for ep in active if not ep.done]
         if not active:
             break
@@ -546,12 +561,27 @@ def rollout_groups(
     return rollout(policy, envs, settings=settings, options=options, env_ids=env_ids) if envs else []
 
 
+_NO_HINDSIGHT_WARNED: set[str] = set()
+
+
 def step_rewards_of(traj: Trajectory, source: str) -> list[float]:
-    """Each step's reward: the env's hindsight ``step_rewards`` (end-of-episode info) or the immediate ones."""
+    """Each step's reward: the env's hindsight ``step_rewards`` (end-of-episode info) or the immediate ones.
+
+    With ``source="hindsight"``, an env that gives no hindsight rewards (the math envs) falls
+    back to the immediate rewards, with a warning once per env id; hindsight rewards of the
+    wrong length are an error (they would credit the wrong steps).
+    """
+    check_in("source", source, ("hindsight", "immediate"))
     if source == "hindsight" and traj.infos:
         hindsight = traj.infos[-1].get("step_rewards")
-        if isinstance(hindsight, list) and len(hindsight) == len(traj.rewards):
+        if isinstance(hindsight, list):
+            if len(hindsight) != len(traj.rewards):
+                raise ValueError(f"Expected one hindsight step reward per step ({len(traj.rewards)}) in {traj.env_id}, "
+                                 f"got {len(hindsight)}.")
             return [float(r) for r in hindsight]
+        if traj.env_id not in _NO_HINDSIGHT_WARNED:
+            _NO_HINDSIGHT_WARNED.add(traj.env_id)
+            logger.warning("%s gives no hindsight step rewards; using its immediate rewards.", traj.env_id)
     return list(traj.rewards)
 
 

@@ -46,8 +46,8 @@ class StepToolPreset:
     model: str = "smollm2-135m"
     # Level 1 (two dependent calls, three tools) in the ReAct protocol keeps an episode near 420 tokens
     # (600 with JSON tool schemas); the full task family lists ten tools, which is for a GPU.
-    train_env: str = "toolenv/APIChain-L1-v0"
-    test_env: str = "toolenv/APIChain-L1-Test-v0"
+    train_env: str = "toolenv/APIChain-L1-v1"
+    test_env: str = "toolenv/APIChain-L1-Test-v1"
     env_kwargs: dict[str, Any] = field(default_factory=lambda: {"protocol": "react"})
     useless_call_cost: bool = True  # a step cost of twice the call reward: see run_env_kwargs
     algorithms: tuple[str, ...] = ALGORITHMS
@@ -85,7 +85,7 @@ PRESETS: dict[str, StepToolPreset] = {
     # every algorithm end to end at the smallest sizes: one iteration of 4 episodes each, 2 test tasks
     "smoke": StepToolPreset(samples=4, episodes_per_iteration=4, bc_steps=2, bc_batch_size=2, demos=8, eval_episodes=2,
                             eval_batch_size=2, max_new_tokens=24, dpo_pairs_per_task=1, lora_r=4),
-    "full": StepToolPreset(train_env="toolenv/APIChain-v0", test_env="toolenv/APIChain-Test-v0", env_kwargs={}, seeds=(0, 1, 2), bc_steps=1000,
+    "full": StepToolPreset(train_env="toolenv/APIChain-v1", test_env="toolenv/APIChain-Test-v1", env_kwargs={}, seeds=(0, 1, 2), bc_steps=1000,
                            bc_batch_size=32, demos=20_000, samples=20_000, episodes_per_iteration=64, ppo_epochs=2, dpo_pairs_per_task=4,
                            eval_episodes=1000, eval_batch_size=64, temperature=1.0, max_new_tokens=128, lora_r=64, gamma=0.99,
                            lam=0.95),
@@ -97,15 +97,18 @@ def run_env_kwargs(preset: StepToolPreset) -> dict[str, Any]:
 
     With ``preset.useless_call_cost`` the train env's reward weights get a step cost of twice their
     ``call_succeeded`` weight ``w``, so a successful call that contributes nothing costs ``w``.
-    Under StepTool's weights alone (APIChain: ``w`` = 1/6, contribution 5/6, solved 1) calling a
-    useless tool until the step limit — six extra ``get_city`` calls on level 1 — earns
-    1 + 1 + 6/6, as much as solving the task (1 + 1 + 1), and on the CPU preset step-PPO learnt
-    exactly that (4.75 turns per episode, held-out success 80 % -> 45 %). A cost of ``c`` per step
-    (answer included) makes ``n`` useful calls then spam to the step limit ``L`` worth
+    Under StepTool's weights alone (APIChain-v1: ``w`` = 1/2, contribution 1/2, solved 1) calling
+    a useless tool until the step limit — six extra ``get_city`` calls on level 1 — earns
+    1 + 1 + 6/2 = 5, more than solving the task (1 + 1 + 1 = 3); under APIChain-v0's weights
+    (1/6, 5/6) it earned as much as solving, and on the CPU preset step-PPO learnt exactly that
+    (4.75 turns per episode, held-out success 80 % -> 45 %). A cost of ``c`` per step (answer
+    included) makes ``n`` useful calls then spam to the step limit ``L`` worth
     ``n(1-c) + (L-n)(w-c)`` against ``n(1-c) - c`` for a wrong answer; spam is the worse of the two
-    when ``c > w(L-n)/(L-n-1)``, at most ``1.5w`` on APIChain (``L`` = 8, ``n`` <= 5). A cost of
-    exactly ``w`` left spam above a wrong answer (level 1: 1.67 vs 1.5), and PPO learnt to stop
-    answering (6.1 turns per episode after one update). Envs without a call reward (BFCL) are
+    when ``c > w(L-n)/(L-n-1)``, at most ``1.5w`` on APIChain (``L`` = 8, ``n`` <= 5). With v0's
+    weights a cost of exactly ``w`` left spam above a wrong answer (level 1: 1.67 vs 1.5), and PPO
+    learnt to stop answering (6.1 turns per episode after one update). At ``c = 2w`` = 1 on v1, a
+    level-1 episode is worth 0 solved, -1 answered wrong and -3 spamming. Envs without a call
+    reward (BFCL) are
     unchanged; weights given in ``preset.env_kwargs["reward_weights"]`` take precedence.
     """
     kwargs = dict(preset.env_kwargs)
@@ -277,15 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~20 min on 2 cores; smoke: every algorithm for one iteration (a few minutes on a tiny model); full: for a GPU")
     parser.add_argument("--out", default="runs/steptool", help="output directory (an interrupted run continues here)")
     parser.add_argument("--model", default=None, help="base model (default: smollm2-135m)")
-    parser.add_argument("--train-env", default=None, help="training env id (preset cpu: toolenv/APIChain-L1-v0; full: toolenv/APIChain-v0)")
-    parser.add_argument("--test-env", default=None, help="held-out env id (preset cpu: toolenv/APIChain-L1-Test-v0; full: toolenv/APIChain-Test-v0)")
+    parser.add_argument("--train-env", default=None, help="training env id (preset cpu: toolenv/APIChain-L1-v1; full: toolenv/APIChain-v1)")
+    parser.add_argument("--test-env", default=None, help="held-out env id (preset cpu: toolenv/APIChain-L1-Test-v1; full: toolenv/APIChain-Test-v1)")
     parser.add_argument("--algorithm", action="append", choices=list(ALGORITHMS), default=[], help="repeatable; default all")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature of the rollouts (preset cpu: 0.5)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate of every algorithm (LoRA)")
     parser.add_argument("--protocol", default=None, help="action protocol of the envs (preset cpu: react; full: the env's default)")
     parser.add_argument("--steptool-weights", action="store_true",
-                        help="StepTool's reward weights alone: a successful but useless call earns 1/6 (see run_env_kwargs)")
+                        help="StepTool's reward weights alone: a successful but useless call earns 1/2 (see run_env_kwargs)")
     for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the preset's {name}")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per action at most (preset cpu: 48)")

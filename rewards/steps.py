@@ -313,7 +313,9 @@ def contribution(
 
     The rule, for step ``k``:
 
-    1. A failed call (:func:`call_succeeded` is 0) contributes 0.
+    1. A failed call (:func:`call_succeeded` is 0) contributes 0, and so does a repeat of an
+       earlier successful call (the same tool with the same arguments): its facts were already
+       brought by that call, which keeps the credit.
     2. Its *facts* are the values its output states: every number and string leaf of the JSON
        output (numbers inside strings too; non-JSON text is one string). From a structured
        output (an object or a list) the values it did not bring are dropped: those written in
@@ -349,6 +351,8 @@ def contribution(
     ... ]
     >>> contribution(steps, "It is on floor 5.", query="On which floor is Mei Lin's department?")
     [1.0, 0.0, 1.0]
+    >>> contribution([steps[0], steps[0], steps[2]], "It is on floor 5.", query="On which floor is Mei Lin's department?")
+    [1.0, 0.0, 1.0]
     """
     arg_texts = [_Text(_arguments(s)) for s in steps]
     answer_text = _Text(final_answer or "")
@@ -356,7 +360,7 @@ def contribution(
     gold_left = list(gold_calls or ())
     out: list[float] = []
     for k, step in enumerate(steps):
-        if not call_succeeded(step):
+        if not call_succeeded(step) or any(call_succeeded(e) and calls_match(step, e) for e in steps[:k]):
             out.append(0.0)
             continue
         matched = False

@@ -90,7 +90,7 @@ for _suffix, _split, _level, _tools, _desc in (
     ("-L1-Test", "test", 1, _APICHAIN_L1_TOOLS, "Held-out level-1 API chains: two dependent calls, three tools"),
 ):
     register_env(
-        f"toolenv/APIChain{_suffix}-v0",
+        f"toolenv/APIChain{_suffix}-v1",
         _APICHAIN,
         description=f"{_desc}; no files needed.",
         tools=_tools,

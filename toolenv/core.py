@@ -174,6 +174,15 @@ class ToolEnv(gym.Env[str, str]):
         return {}
 
     # ------------------------------------------------------------ public API
+    def end_info(self) -> dict[str, Any]:
+        """End-of-episode ``info`` entries for the steps taken so far (e.g. hindsight step rewards).
+
+        The env adds them to the info of the step that terminates the episode. A truncated
+        episode (``TimeLimit``, or a rollout's own turn or token budget) gets them here:
+        :func:`agents.rollout.rollout` adds them to the last step's info.
+        """
+        return self._episode_end_info() if self.task is not None else {}
+
     @property
     def tool_schemas(self) -> list[dict[str, Any]]:
         """JSON schemas of the tools, for ``tokenizer.apply_chat_template(messages, tools=...)``."""

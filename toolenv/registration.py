@@ -54,6 +54,12 @@ def check_env_args(env_id: str, kwargs: dict[str, Any] | None = None) -> None:
     import difflib
 
     if env_id not in gym.registry:
+        try:  # Gymnasium's own message for an old version of a registered id ("... use ...-v1 instead")
+            gym.spec(env_id)
+        except gym.error.DeprecatedEnv as e:
+            raise ValueError(str(e)) from None
+        except gym.error.Error:
+            pass
         close = difflib.get_close_matches(env_id, list(ENV_INFO) or list(gym.registry), n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"Unknown env id {env_id!r}.{hint} See `toolenv list`.")
@@ -101,8 +107,8 @@ def parse_kw(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
 def test_env_of(env_id: str) -> str:
     """The held-out variant of a training id when one is registered (``Math-v0`` -> ``Math-Test-v0``), else the id.
 
-    >>> test_env_of("toolenv/APIChain-L1-v0"), test_env_of("toolenv/Math-Test-v0")
-    ('toolenv/APIChain-L1-Test-v0', 'toolenv/Math-Test-v0')
+    >>> test_env_of("toolenv/APIChain-L1-v1"), test_env_of("toolenv/Math-Test-v0")
+    ('toolenv/APIChain-L1-Test-v1', 'toolenv/Math-Test-v0')
     """
     if "-Test" in env_id:
         return env_id

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from agents import grpo
 from agents.policy import Policy
@@ -13,20 +14,46 @@ from agents.rollout import Trajectory
 from tests.agents.test_bc import OneTaskEnv  # noqa: F401  (registers test/OneTask-v0)
 
 
-def test_final_advantages_are_group_standardised() -> None:
-    adv = grpo.group_advantages([[1.0], [0.0, 0.0], [0.0]], "final")
-    # returns 1, 0, 0: mean 1/3, std sqrt(2)/3
-    expected_hi = (1 - 1 / 3) / (2**0.5 / 3)
-    assert adv[0] == [pytest.approx(expected_hi, rel=1e-5)]
-    assert adv[1] == [pytest.approx(-(1 / 3) / (2**0.5 / 3), rel=1e-5)] * 2
+def test_outcome_advantages_equal_trls() -> None:
+    """TRL's GRPOTrainer: (r - mean) / (std + 1e-4) with torch's Bessel-corrected std, per group."""
+    returns = torch.tensor([1.0, 0.0, 0.0, 0.5])
+    expected = ((returns - returns.mean()) / (returns.std() + 1e-4)).tolist()  # torch.std is unbiased, as TRL's nanstd
+    adv = grpo.group_advantages([[1.0], [0.0, 0.0], [0.0], [0.25, 0.25]], "final")
+    assert [a[0] for a in adv] == pytest.approx(expected, rel=1e-6)
+    assert adv[1] == [pytest.approx(expected[1])] * 2 and adv[3] == [pytest.approx(expected[3])] * 2
     assert grpo.group_advantages([[1.0], [1.0]], "final") == [[0.0], [0.0]]  # no signal in a uniform group
+    # scale_rewards "none" (Dr. GRPO): the mean only
     assert grpo.group_advantages([[2.0], [0.0]], "final", scale=False) == [[1.0], [-1.0]]
 
 
-def test_step_advantages_use_returns_to_go() -> None:
-    adv = grpo.group_advantages([[0.2, 0.0, 1.0], [0.0]], "step", scale=False)
-    # returns-to-go: [1.2, 1.0, 1.0] and [0.0]; mean 0.8
-    assert adv[0] == pytest.approx([0.4, 0.2, 0.2]) and adv[1] == pytest.approx([-0.8])
+def test_process_advantages_equal_deepseekmath() -> None:
+    """DeepSeekMath §4.1.3: normalise every step reward over the group, then sum from each step on."""
+    group = [[0.2, 0.0, 1.0], [0.0], [0.5, 0.5]]
+    flat = torch.tensor([r for rs in group for r in rs])
+    norm = [((torch.tensor(rs) - flat.mean()) / (flat.std() + 1e-4)).tolist() for rs in group]
+    expected = [[sum(n[k:]) for k in range(len(n))] for n in norm]
+    adv = grpo.group_advantages(group, "step")
+    for a, e in zip(adv, expected):
+        assert a == pytest.approx(e, rel=1e-6, abs=1e-9)
+    # the old bug: identical trajectories with equal rewards got [1.225, 0, -1.225] by depth alone
+    assert grpo.group_advantages([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]], "step") == [[0.0] * 3, [0.0] * 3]
+    # and identical trajectories always get identical advantages
+    a, b = grpo.group_advantages([[0.2, 1.0], [0.2, 1.0], [0.0, 0.0]], "step")[:2]
+    assert a == b
+
+
+def test_loss_aggregations_equal_trls() -> None:
+    """TRL's loss_type reductions: grpo (per sequence), bnpo (per token), dr_grpo (batch x max length)."""
+    from agents.ppo_losses import aggregate_loss
+
+    per_token = torch.tensor([[1.0, 2.0, 3.0, 0.0], [4.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    grpo_ref = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    bnpo_ref = (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    dr_ref = (per_token * mask).sum() / (per_token.size(0) * 6)
+    assert aggregate_loss(per_token, mask, "seq_mean").item() == pytest.approx(grpo_ref.item())
+    assert aggregate_loss(per_token, mask, "token_mean").item() == pytest.approx(bnpo_ref.item())
+    assert aggregate_loss(per_token, mask, "dr_grpo", max_length=6).item() == pytest.approx(dr_ref.item())
 
 
 def test_token_advantages_cover_each_actions_tokens_only() -> None:

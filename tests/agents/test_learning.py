@@ -31,7 +31,7 @@ from agents.rollout import GenerationSettings, Trajectory, rollout, save_traject
 from tests.agents.conftest import tiny_model
 from toolenv.tools import apis
 
-ENV_ID = "toolenv/APIChain-L1-v0"
+ENV_ID = "toolenv/APIChain-L1-v1"
 #: Four level-1 tasks (two budget questions, one floor, one city population), in the trice
 #: protocol: level 1's three tools take one argument each, and its calls are a few tokens long.
 ENV_KWARGS: dict[str, Any] = {"size": 4, "protocol": "trice"}

@@ -86,8 +86,9 @@ def test_step_rewards_prefer_the_envs_hindsight() -> None:
     traj = Trajectory(env_id="x", task={}, rewards=[0.0, 1.0], action_ends=[3, 7], infos=[{}, {"step_rewards": [0.5, 1.0]}])
     assert ppo.step_rewards_of(traj, "hindsight") == [0.5, 1.0]
     assert ppo.step_rewards_of(traj, "immediate") == [0.0, 1.0]
-    traj.infos[-1]["step_rewards"] = [1.0]  # wrong length: ignored
-    assert ppo.step_rewards_of(traj, "hindsight") == [0.0, 1.0]
+    traj.infos[-1]["step_rewards"] = [1.0]  # wrong length: it would credit the wrong steps
+    with pytest.raises(ValueError, match="one hindsight step reward per step"):
+        ppo.step_rewards_of(traj, "hindsight")
 
 
 def test_offline_mode_trains_from_stored_trajectories(tiny_model_dir: Path, tmp_path: Path) -> None:

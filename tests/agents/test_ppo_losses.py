@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,7 +88,8 @@ def test_kl_estimators_and_whitening() -> None:
     x = torch.tensor([[1.0, 2.0, 100.0, 3.0]])
     m = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
     w = masked_whiten(x, m)
-    assert w[0, 2] == 0 and w[m > 0].mean().abs() < 1e-6 and (w[m > 0] ** 2).mean() == pytest.approx(1.0, abs=1e-5)
+    # zero mean and unit *unbiased* variance over the masked entries (TRL's and verl's convention)
+    assert w[0, 2] == 0 and w[m > 0].mean().abs() < 1e-6 and w[m > 0].var(unbiased=True) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_explained_variance() -> None:
@@ -95,3 +97,96 @@ def test_explained_variance() -> None:
     m = torch.ones(1, 3)
     assert explained_variance(ret, ret, m) == pytest.approx(1.0)
     assert explained_variance(torch.full((1, 3), 2.0), ret, m) == pytest.approx(0.0)
+
+
+# ---- reference equivalence: the references' formulas written out on small tensors ----------------
+
+
+def _verl_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """verl ``compute_gae_advantage_return`` (multi-turn: values and TD error skipped on observation tokens)."""
+    nextvalues, lastgaelam, out = 0.0, 0.0, []
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]
+        lastgaelam_ = delta + gamma * lam * lastgaelam
+        nextvalues = values[:, t] * mask[:, t] + (1 - mask[:, t]) * nextvalues
+        lastgaelam = lastgaelam_ * mask[:, t] + (1 - mask[:, t]) * lastgaelam
+        out.append(lastgaelam)
+    return torch.stack(out[::-1], dim=1)
+
+
+def _trl_0_10_1_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """trl 0.10.1 ``PPOTrainer.compute_advantages`` (StepTool's): values and rewards zeroed off the mask, no skipping."""
+    values, rewards = values * mask, rewards * mask
+    lastgaelam, out, n = 0.0, [], rewards.shape[-1]
+    for t in reversed(range(n)):
+        nextvalues = values[:, t + 1] if t < n - 1 else 0.0
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]
+        lastgaelam = delta + gamma * lam * lastgaelam
+        out.append(lastgaelam)
+    return torch.stack(out[::-1]).transpose(0, 1)
+
+
+def _reference_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """TRL's and verl's ``masked_whiten``: masked mean, Bessel-corrected masked variance, rsqrt(var + 1e-8)."""
+    mean = (x * mask).sum() / mask.sum()
+    var = (((x - mean) ** 2) * mask).sum() / mask.sum()
+    var = var * mask.sum() / (mask.sum() - 1)
+    return (x - mean) * torch.rsqrt(var + 1e-8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gae_equals_verls_and_trl_0_10_1s(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    rewards = torch.randn(3, 12, generator=g)
+    values = torch.randn(3, 12, generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0],
+                         [0, 1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 0],
+                         [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.float32)
+    ours, returns = masked_gae(rewards, values, mask, gamma=0.99, lam=0.95)
+    torch.testing.assert_close(ours, _verl_gae(rewards, values, mask, 0.99, 0.95) * mask)
+    torch.testing.assert_close(returns, (ours + values) * mask)
+    through, returns_t = masked_gae(rewards, values, mask, gamma=0.99, lam=0.95, through_observations=True)
+    torch.testing.assert_close(through, _trl_0_10_1_gae(rewards, values, mask, 0.99, 0.95) * mask)
+    torch.testing.assert_close(returns_t, (through + values * mask) * mask)
+    # with every token the model's, the two conventions agree
+    full = mask[2:]
+    torch.testing.assert_close(masked_gae(rewards[2:], values[2:], full)[0],
+                               masked_gae(rewards[2:], values[2:], full, through_observations=True)[0])
+
+
+def test_whitening_equals_trls_and_verls() -> None:
+    x = torch.tensor([[1.0, 2.0, 7.0, 0.0], [3.0, -1.0, 0.0, 5.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 1.0]])
+    torch.testing.assert_close(masked_whiten(x, m), _reference_whiten(x, m) * m)
+
+
+def test_steptool_reward_placement_equals_its_compute_rewards() -> None:
+    """StepTool's StepPPOTrainer.compute_rewards: walking back over the step segments of the mask,
+    step k's score x (len(score) - k - 1) lands on that segment's last token."""
+    mask = torch.tensor([0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 0], dtype=torch.float32)
+    scores = [0.9, 0.6, 1.0]
+    expected = torch.zeros(12)
+    last = mask.clone()
+    for k in reversed(range(len(scores))):  # the reference's loop, on one sequence
+        i = int(last.nonzero()[-1])
+        expected[i] += scores[k] * (len(scores) - k - 1)
+        last = last[: i + 1]
+        zeros = (last == 0).nonzero()
+        if len(zeros) == 0:
+            break
+        last = last[: int(zeros[-1]) + 1]
+    ends = [2, 7, 10]
+    ours = place_rewards([scores], [ends], 12, "step", code_weights=True)[0]
+    torch.testing.assert_close(ours, expected)
+    assert ours[10] == 0.0  # the final IsSolved is multiplied by 0
+
+
+def test_adaptive_kl_controller_equals_trls() -> None:
+    from agents.ppo_losses import AdaptiveKLController
+
+    ctl = AdaptiveKLController(0.3, target=6.0, horizon=10_000)
+    value = 0.3
+    for kl, n in [(12.0, 8), (1.0, 8), (6.5, 16), (100.0, 8)]:
+        ctl.update(kl, n)
+        value *= 1 + float(np.clip(kl / 6.0 - 1, -0.2, 0.2)) * n / 10_000
+        assert ctl.value == pytest.approx(value, rel=1e-12)

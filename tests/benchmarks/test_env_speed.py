@@ -25,7 +25,7 @@ def test_bench_env_rows() -> None:
 
 
 def test_apichain_plays_whole_gold_chains() -> None:
-    rows = bench_env(["toolenv/APIChain-v0"], episodes=100)
+    rows = bench_env(["toolenv/APIChain-v1"], episodes=100)
     assert [r["protocol"] for r in rows] == ["react", "json"]  # trice cannot write its multi-argument calls
     for r in rows:
         assert r["solved"] == 1.0

@@ -46,7 +46,7 @@ def test_bench_steptool_tiny(tmp_path: Path) -> None:
 
 
 def _episode_return(env_kwargs: dict, actions: list[str]) -> tuple[float, bool]:
-    env = gym.make("toolenv/APIChain-L1-v0", **env_kwargs)
+    env = gym.make("toolenv/APIChain-L1-v1", **env_kwargs)
     env.reset(seed=0, options={"index": 0})
     total, done = 0.0, False
     for action in actions:
@@ -62,7 +62,7 @@ def _episode_return(env_kwargs: dict, actions: list[str]) -> tuple[float, bool]:
 def test_preset_rewards_make_useless_calls_worth_less_than_solving() -> None:
     """The hack step-PPO found under StepTool's weights: spam a useless tool to the step limit."""
     kwargs = run_env_kwargs(PRESETS["cpu"])
-    env = gym.make("toolenv/APIChain-L1-v0", **kwargs)
+    env = gym.make("toolenv/APIChain-L1-v1", **kwargs)
     env.reset(seed=0, options={"index": 0})
     gold = env.unwrapped.gold_actions()
     useless = 'Thought: I should use get_city.\nAction: get_city\nAction Input: {"city": "Oslo"}'
@@ -74,14 +74,16 @@ def test_preset_rewards_make_useless_calls_worth_less_than_solving() -> None:
     answered_wrong, wrong_ok = _episode_return(kwargs, wrong)
     assert ok and not hacked_ok and not wrong_ok
     assert hacked < answered_wrong < solved  # not answering is never better than answering wrong
-    # StepTool's weights alone pay the spam as much as the solution
+    # StepTool's weights alone pay the spam more than the solution (5 against 3)
     plain = {k: v for k, v in kwargs.items() if k != "reward_weights"}
-    assert _episode_return(plain, spam)[0] == pytest.approx(_episode_return(plain, gold)[0])
+    assert _episode_return(plain, spam)[0] == pytest.approx(5.0)
+    assert _episode_return(plain, gold)[0] == pytest.approx(3.0)
+    assert (solved, answered_wrong, hacked) == pytest.approx((0.0, -1.0, -3.0))
 
 
 def test_useless_call_cost_follows_the_env_call_reward() -> None:
     cpu = PRESETS["cpu"]
-    assert run_env_kwargs(cpu)["reward_weights"] == {"step_cost": pytest.approx(-2 / 6)}
+    assert run_env_kwargs(cpu)["reward_weights"] == {"step_cost": pytest.approx(-1.0)}
     assert "reward_weights" not in run_env_kwargs(replace(cpu, useless_call_cost=False))
     given = replace(cpu, env_kwargs={"reward_weights": {"step_cost": -0.5}})
     assert run_env_kwargs(given)["reward_weights"] == {"step_cost": -0.5}

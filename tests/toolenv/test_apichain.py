@@ -143,7 +143,7 @@ def test_test_split_never_repeats_a_train_question(level: int) -> None:
 
 
 # ---------------------------------------------------------------------------------- episodes
-def make(protocol: str = "json", env_id: str = "toolenv/APIChain-L1-v0", index: int = 0, **kwargs) -> gym.Env:
+def make(protocol: str = "json", env_id: str = "toolenv/APIChain-L1-v1", index: int = 0, **kwargs) -> gym.Env:
     env = gym.make(env_id, protocol=protocol, **kwargs)
     env.reset(seed=0, options={"index": index})
     return env
@@ -162,7 +162,7 @@ def protocol(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.mark.parametrize("env_id", ["toolenv/APIChain-L1-v0", "toolenv/APIChain-v0"])
+@pytest.mark.parametrize("env_id", ["toolenv/APIChain-L1-v1", "toolenv/APIChain-v1"])
 def test_gold_actions_succeed_with_full_step_rewards(protocol: str, env_id: str) -> None:
     env = make(protocol, env_id, index=3)
     task = env.unwrapped.task
@@ -228,10 +228,12 @@ def test_truncation_and_hindsight_without_an_answer(protocol: str) -> None:
         obs, reward, terminated, truncated, info = env.step(act(protocol, first.name, **first.arguments))
     assert truncated and not terminated and not info["success"] and "step_reward_terms" not in info
     late = env.unwrapped.hindsight()
+    assert env.unwrapped.end_info() == late  # what the rollout adds to a truncated episode's last step
     assert len(late["step_reward_terms"]) == steps
     assert [t["task_status"] for t in late["step_reward_terms"]] == [0.0] * steps
     # the gold call counts once; its repeats only earn call_succeeded
-    assert late["step_rewards"] == pytest.approx([1.0] + [1 / 6] * (steps - 1))
+    assert late["step_rewards"] == pytest.approx([1.0] + [1 / 2] * (steps - 1))
+    assert [t["contribution"] for t in late["step_reward_terms"]] == [1.0] + [0.0] * (steps - 1)
 
 
 def _check_hindsight(env: gym.Env, colleague: str, dept: str) -> None:
@@ -245,11 +247,11 @@ def _check_hindsight(env: gym.Env, colleague: str, dept: str) -> None:
     assert immediate == [0.0, 0.0, 1.0]
     assert [t["contribution"] for t in info["step_reward_terms"]] == [1.0, 0.0, 1.0, 0.0]
     assert [t["call_succeeded"] for t in info["step_reward_terms"]] == [1.0, 1.0, 1.0, 0.0]
-    assert info["step_rewards"] == pytest.approx([1.0, 1 / 6, 1.0, 1.0]) and info["success"]
+    assert info["step_rewards"] == pytest.approx([1.0, 1 / 2, 1.0, 1.0]) and info["success"]
 
 
 def test_hindsight_contribution_credits_results_used_later() -> None:
-    env = gym.make("toolenv/APIChain-L1-v0")
+    env = gym.make("toolenv/APIChain-L1-v1")
     tasks = env.unwrapped.tasks
     index = next(i for i in range(100) if tasks[i].solution[1].name == "get_department")
     env.reset(options={"index": index})
@@ -260,7 +262,7 @@ def test_hindsight_contribution_credits_results_used_later() -> None:
 
 
 def test_parallel_calls_sum_their_contributions() -> None:
-    env = make("json", "toolenv/APIChain-v0", index=2)  # level 3
+    env = make("json", "toolenv/APIChain-v1", index=2)  # level 3
     task = env.unwrapped.task
     fmt = make_protocol("json").format_call
     both = fmt(task.solution[0]) + fmt(task.solution[1])
@@ -306,7 +308,7 @@ def test_kwargs_are_checked() -> None:
         APIChainEnv(level=2, tools=["find_employee", "get_department", "get_city"])
     with pytest.raises(ValueError, match="Did you mean 'contribution'"):
         APIChainEnv(reward_weights={"contributon": 1.0})
-    env = APIChainEnv(level=1, tools=["find_employee", "get_department", "get_city"], reward_weights={"step_cost": -1 / 6})
+    env = APIChainEnv(level=1, tools=["find_employee", "get_department", "get_city"], reward_weights={"step_cost": -1 / 2})
     env.reset(seed=0)
     _, reward, *_ = env.step(act("json", "get_city", city="Tokyo"))  # a useless successful call is worth 0
     assert reward == pytest.approx(0.0)

@@ -119,7 +119,7 @@ def test_multi_step_tests_run_end_to_end(apichain_tests: list[CallTest]) -> None
     assert len(chains) == 50
     env = gym.make(chains[0].env_id, protocol="react", **chains[0].env_kwargs)
     for test in chains[:12]:
-        assert test.env_id == "toolenv/APIChain-Test-v0" and test.index is not None
+        assert test.env_id == "toolenv/APIChain-Test-v1" and test.index is not None
         assert {f["name"] for f in test.functions} == set(ALL_APIS)
         obs, info = env.reset(options={"index": test.index})
         assert info["task"]["question"] == test.query

@@ -455,8 +455,8 @@ def apichain_call_tests(
         apis: API names (``"get_city"``) or pool specs (``"apichain:get_city"``, ``"calculator"``);
             default the nine APIChain APIs and the calculator. Multi-step tasks are kept when
             their gold calls use only these APIs.
-        multi_step: How many APIChain multi-step tasks (``toolenv/APIChain-Test-v0`` for the
-            test split, ``toolenv/APIChain-v0`` for train) to add, in task order; default ``n``.
+        multi_step: How many APIChain multi-step tasks (``toolenv/APIChain-Test-v1`` for the
+            test split, ``toolenv/APIChain-v1`` for train) to add, in task order; default ``n``.
             Their gold is the first call of the task's solution; ``env_id`` and ``index`` run
             the whole task. All ten tools are offered, as in the env.
 
@@ -497,7 +497,7 @@ def _multi_step_tests(count: int, split: str, names: set[str], pool: Mapping[str
     from toolenv.datasets.apichain import apichain_tasks
 
     tasks = apichain_tasks(split)
-    env_id = "toolenv/APIChain-Test-v0" if split == "test" else "toolenv/APIChain-v0"
+    env_id = "toolenv/APIChain-Test-v1" if split == "test" else "toolenv/APIChain-v1"
     functions = tuple(copy.deepcopy(a.doc) for a in pool.values())
     specs = tuple(_spec(n) for n in pool)
     out: list[CallTest] = []

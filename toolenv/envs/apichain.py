@@ -21,14 +21,14 @@ APICHAIN_INSTRUCTION = (
     "that earlier calls returned. When you know the answer, reply with the final number."
 )
 
-#: Terms and default weights: StepTool's step reward ``α·SuccCalling + Contribution`` with its
-#: 0-5 contribution scale mapped to 0-1, so ``(SuccCalling + 5·Contribution) / 6`` (α = 1,
-#: normalised to [0, 1]), and ``IsSolved`` (task_status) for the final step.
+#: Terms and default weights: StepTool's intermediate step reward is ``(SuccCalling + Contribution/5) / 2``
+#: averaged over its annotation runs, i.e. equal weights 1/2 and 1/2 with Contribution on 0-1, and
+#: ``IsSolved`` (task_status) with weight 1 on the final step (derivation: docs/fidelity.md).
 APICHAIN_REWARD_WEIGHTS: Mapping[str, float] = {
     **BASE_REWARD_WEIGHTS,
     "answer_correct": 0.0,
-    "call_succeeded": 1 / 6,
-    "contribution": 5 / 6,
+    "call_succeeded": 1 / 2,
+    "contribution": 1 / 2,
     "task_status": 1.0,
 }
 
@@ -78,22 +78,24 @@ class APIChainEnv(ToolEnv):
     ``reward = Σ weight × term``; ``info["reward_terms"]`` holds the weighted terms,
     ``info["reward_raw"]`` the raw ones. Terms (default weight):
 
-    - ``call_succeeded`` (1/6): 1 when every call of the step ran without error — StepTool's SuccCalling;
-    - ``contribution`` (5/6): at each step, the number of the step's successful calls that match
+    - ``call_succeeded`` (1/2): 1 when every call of the step ran without error — StepTool's SuccCalling;
+    - ``contribution`` (1/2): at each step, the number of the step's successful calls that match
       a not-yet-matched gold call (what is known then); in hindsight, see below;
     - ``task_status`` (1.0): on the answer step, the judge's IsSolved: 1 solved, 0.5 unsure,
       0 unsolved (:func:`rewards.steps.task_status` for the rule judge);
     - ``format_error`` (−0.1), ``answer_correct`` (0: task_status replaces it),
       ``call_wellformed`` (0), ``step_cost`` (0): as in every toolenv env.
 
-    The weights are StepTool's: its step reward is ``α·SuccCalling + Contribution`` with
-    Contribution scored 0-5, and the per-step rewards of its released training data
-    (``data_train/*/step_grained_for_ppo_example.csv``) lie in [0, 1] in sixths, i.e.
-    ``(SuccCalling + Contribution) / 6``; with Contribution on 0-1 that is 1/6 and 5/6. The
-    final step gets IsSolved with weight 1. As in StepTool, a successful but useless call still
-    earns 1/6, so calling a useless tool until the step limit pays as much as solving; for online
-    RL, ``reward_weights={"step_cost": -1/3}`` (what ``toolenv bench steptool`` trains with) makes
-    such a call cost 1/6 and the spam worth less than a wrong answer
+    The weights are re-derived from StepTool's released training data
+    (``data_train/{qwen2,llama3-1,toolllama}/step_grained_for_ppo_example.csv``): all 71
+    intermediate step rewards there are multiples of 1/30 (only 41 are multiples of 1/6), which
+    is what ``(SuccCalling + Contribution/5) / 2`` averaged over StepTool's 3 annotation runs
+    gives (``data/reward_annotation/*`` holds 3 runs per trajectory); with Contribution on 0-1
+    that is weights 1/2 and 1/2 (``docs/fidelity.md`` has the check). The final step gets
+    IsSolved with weight 1. As in StepTool, a successful but useless call still earns 1/2, so
+    calling a useless tool until the step limit pays more than solving; for online RL,
+    ``reward_weights={"step_cost": -1.0}`` (what ``toolenv bench steptool`` trains with: twice
+    the call reward) makes such a call cost 1/2 and the spam worth less than a wrong answer
     (:func:`benchmarks.steptool.run_env_kwargs` has the arithmetic).
 
     When the episode terminates, ``info`` also holds the *hindsight* terms:
@@ -104,8 +106,10 @@ class APIChainEnv(ToolEnv):
     ``task_status`` is set on the answer step only; and ``info["step_rewards"]``, their
     weighted sums (StepTool's paper reading). StepTool's code weighting is
     ``rewards.steps.step_rewards(info["step_reward_terms"], env.unwrapped.reward_weights,
-    steptool_code_weights=True)``. After a truncation, ``env.unwrapped.hindsight()`` gives the
-    same (with no answer, task_status 0).
+    steptool_code_weights=True)``. A step that repeats an earlier successful call contributes
+    0 (the first call keeps the credit). After a truncation, ``env.unwrapped.end_info()`` (or
+    ``hindsight()``, at any point) gives the same, judged with no answer (task_status 0);
+    :func:`agents.rollout.rollout` puts it in a truncated episode's last step info.
 
     ## Episode End
 
@@ -126,21 +130,24 @@ class APIChainEnv(ToolEnv):
 
     ## Registered Configurations
 
-    - ``toolenv/APIChain-v0``: train split, levels mixed, all tools.
-    - ``toolenv/APIChain-Test-v0``: held-out split, levels mixed, all tools.
-    - ``toolenv/APIChain-L1-v0``, ``toolenv/APIChain-L1-Test-v0``: level 1 only (two calls,
+    - ``toolenv/APIChain-v1``: train split, levels mixed, all tools.
+    - ``toolenv/APIChain-Test-v1``: held-out split, levels mixed, all tools.
+    - ``toolenv/APIChain-L1-v1``, ``toolenv/APIChain-L1-Test-v1``: level 1 only (two calls,
       three question templates) with only its three tools — the learning test for small models.
 
-    Other levels: ``gym.make("toolenv/APIChain-v0", level=3)``.
+    Other levels: ``gym.make("toolenv/APIChain-v1", level=3)``.
 
     ## Version History
 
-    - v0: initial version.
+    - v1: default weights re-derived from StepTool's released rewards (call_succeeded 1/2,
+      contribution 1/2; were 1/6 and 5/6); a repeated successful call contributes 0 in
+      hindsight.
+    - v0: initial version (``gym.make`` of a v0 id points to v1).
 
     ## Example
 
     >>> import gymnasium as gym, toolenv
-    >>> env = gym.make("toolenv/APIChain-L1-v0")
+    >>> env = gym.make("toolenv/APIChain-L1-v1")
     >>> obs, info = env.reset(seed=0)
     >>> for action in env.unwrapped.gold_actions():  # the expert: gold calls, then the answer
     ...     obs, reward, terminated, truncated, info = env.step(action)
