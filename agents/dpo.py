@@ -12,6 +12,13 @@ Pairs within a group (:func:`preference_pairs`):
   higher ``total_reward``, rejected the lower; ties give no pair;
 - at most ``max_pairs_per_task`` per task, least-used trajectories first, then the widest return gap.
 
+``--pairing eto`` builds ETO's pairs instead (:func:`eto_pair`, from ``construct_preference.py`` in
+Yifan-Song793/ETO): the gold trajectory against each exploration, the higher final outcome chosen,
+ties dropped, a losing exploration cut to the gold length plus 5 rounds; with ``group_size 1``
+that is ETO's one pair per task. The default differs on purpose: it also pairs explorations with
+each other, so a group of samples gives signal beyond the gold one (and, when every candidate
+succeeds, prefers the higher return, i.e. more rewarded calls).
+
 Offline mode (``--data FILE``): no rollouts; the stored trajectories (as saved by
 :func:`agents.rollout.save_trajectories`, tokens used as stored, like BC and PPO offline) are
 grouped by ``(env_id, task id)`` and paired the same way; ``include_gold`` does not apply.
@@ -30,6 +37,7 @@ Run: ``toolenv train dpo --model runs/bc --env toolenv/Math-v0 --out runs/dpo``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 import toolenv  # noqa: F401  (registers the env ids)
-from agents.config import TrainConfig, check_positive, config_from_args
+from agents.config import TrainConfig, check_in, check_positive, config_from_args
 from agents.policy import Policy
 from agents.rollout import GenerationSettings, Trajectory, load_trajectories, rollout_groups, scripted_trajectory
 from agents.utils import (
@@ -60,7 +68,10 @@ __all__ = [
     "Config",
     "PairSource",
     "PreferencePair",
+    "cut_to_actions",
     "dpo_loss",
+    "eto_pair",
+    "final_outcome",
     "group_by_task",
     "main",
     "preference_pairs",
@@ -88,8 +99,17 @@ class Config(TrainConfig):
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens per action at most"})
     data: str | None = field(default=None, metadata={"help": "offline mode: JSONL of stored trajectories, paired within (env_id, task id)"})
+    pairing: str = field(default="toolenv", metadata={"help": "toolenv: every success over every failure, else by return; eto: "
+                         "ETO's construct_preference (gold against each exploration by final outcome, ties dropped, a rejected "
+                         "exploration cut to the gold length + eto_extra_rounds); with group_size 1, one pair per task as in ETO"})
+    eto_extra_rounds: int = field(default=5, metadata={"help": "eto pairing: rounds a rejected exploration may run past the gold length"})
 
     def __post_init__(self) -> None:
+        check_in("pairing", self.pairing, {"toolenv", "eto"})
+        check_positive("eto_extra_rounds", self.eto_extra_rounds, allow_zero=True)
+        if self.pairing == "eto" and (not self.include_gold or self.data is not None):
+            raise ValueError("Expected pairing='eto' with include_gold and online rollouts: ETO pairs the gold trajectory "
+                             "against the policy's explorations.")
         super().__post_init__()
         for name in ("beta", "group_size", "tasks_per_step", "tasks_per_env", "max_pairs_per_task", "temperature", "max_new_tokens"):
             check_positive(name, getattr(self, name))
@@ -227,6 +247,55 @@ def preference_pairs(candidates: Sequence[Trajectory], *, max_pairs: int | None 
     return [PreferencePair(cands[i], cands[j], reason) for i, j, _ in picked]
 
 
+def final_outcome(trajectory: Trajectory) -> float:
+    """The episode's final reward in ETO's sense: the last step's task status (APIChain's IsSolved:
+    1, 0.5, 0) when the env gives one, else 1.0 for success and 0.0 otherwise.
+
+    >>> final_outcome(Trajectory("e", {}, infos=[{"reward_raw": {"task_status": 0.5}, "success": False}]))
+    0.5
+    """
+    if not trajectory.infos:
+        return 0.0
+    raw = trajectory.infos[-1].get("reward_raw") or {}
+    return float(raw["task_status"]) if "task_status" in raw else float(trajectory.success)
+
+
+def cut_to_actions(trajectory: Trajectory, n: int) -> Trajectory:
+    """The trajectory up to and including its ``n``-th action (its tokens, masks, rewards and infos).
+
+    >>> t = Trajectory("e", {}, token_ids=[0, 1, 2, 3, 4, 5], action_mask=[0, 1, 0, 1, 0, 1], logprobs=[0.0] * 6,
+    ...                action_ends=[1, 3, 5], rewards=[0.0, 0.0, 1.0], reward_terms=[{}, {}, {}], infos=[{}, {}, {}],
+    ...                actions=["a", "b", "c"])
+    >>> cut = cut_to_actions(t, 2); cut.token_ids, cut.action_ends, cut.truncated
+    ([0, 1, 2, 3], [1, 3], True)
+    """
+    if n >= len(trajectory.action_ends):
+        return trajectory
+    end = trajectory.action_ends[n - 1] + 1
+    return dataclasses.replace(
+        trajectory, token_ids=trajectory.token_ids[:end], action_mask=trajectory.action_mask[:end],
+        logprobs=trajectory.logprobs[:end], action_ends=trajectory.action_ends[:n], rewards=trajectory.rewards[:n],
+        reward_terms=trajectory.reward_terms[:n], infos=trajectory.infos[:n], actions=trajectory.actions[:n],
+        terminated=False, truncated=True,
+    )
+
+
+def eto_pair(gold: Trajectory, exploration: Trajectory, *, extra_rounds: int = 5) -> PreferencePair | None:
+    """ETO's preference pair (``construct_preference.py``): the gold trajectory against one exploration.
+
+    The higher final outcome (:func:`final_outcome`) is chosen; a tie gives no pair. When the
+    gold one wins, the exploration is cut to the gold's number of actions plus ``extra_rounds``
+    (ETO: "we limit the length of failed trajectories to not exceed the successful ones by more
+    than 5 rounds"); when the exploration wins, the gold one is rejected whole.
+    """
+    g, e = final_outcome(gold), final_outcome(exploration)
+    if exploration.num_model_tokens == 0 or g == e:
+        return None
+    if e < g:
+        return PreferencePair(gold, cut_to_actions(exploration, len(gold.action_ends) + extra_rounds), "eto")
+    return PreferencePair(exploration, gold, "eto")
+
+
 def group_by_task(trajectories: Sequence[Trajectory]) -> dict[tuple[str, str], list[Trajectory]]:
     """Trajectories grouped by ``(env_id, task id)``, in first-seen order.
 
@@ -293,6 +362,10 @@ class PairSource:
         k = self.cfg.group_size
         for g, (env_id, index) in enumerate(tasks):
             group = samples[g * k : (g + 1) * k]
+            if self.cfg.pairing == "eto":
+                gold = self.gold(env_id, index)
+                pairs.extend(p for p in (eto_pair(gold, t, extra_rounds=self.cfg.eto_extra_rounds) for t in group) if p)
+                continue
             if self.cfg.include_gold:
                 group = [self.gold(env_id, index), *group]
             pairs.extend(preference_pairs(group, max_pairs=self.cfg.max_pairs_per_task))

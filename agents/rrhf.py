@@ -6,14 +6,18 @@ with RRHF (Yuan et al., 2023): for each task, several candidate responses are ex
 and the policy learns to give higher (length-normalised) log-likelihood to better responses,
 plus an ordinary NLL on the best one. No reward model, value function or reference model.
 
-Candidates of a task (a "group"), in this order:
+Candidates of a task (a "group"), in this order (TRICE's: the gold response first, so that on a
+tie of scores the SFT target is the gold one):
 
-- ``num_samples`` episodes sampled from the current policy on that task (all tasks of a step go
-  through one batched :func:`agents.rollout.rollout` call, each env reset with ``{"index": i}``);
 - the gold solution played through the env (``include_gold``), as in :mod:`agents.bc`;
 - with ``--data FILE``: trajectories saved by :func:`agents.rollout.save_trajectories` for the
   same ``(env_id, task id)``. Their actions are replayed through the env, so their tokens follow
-  this policy's tokenizer and their tool outputs are real executions.
+  this policy's tokenizer and their tool outputs are real executions;
+- ``num_samples`` episodes sampled from the current policy on that task (all tasks of a step go
+  through one batched :func:`agents.rollout.rollout` call, each env reset with ``{"index": i}``).
+
+TRICE's stage-2 candidates also come from other models (ChatGPT, Alpaca, ...); here they are the
+policy's samples, the gold one and any stored ones (``--data``).
 
 Score: :func:`rewards.trice_score` over the group (TRICE's execution-feedback ladder 20/15/10/5/0),
 from each candidate's final answer, whether it used a tool, and the last successful tool output
@@ -23,8 +27,9 @@ Loss of a group of ``n`` candidates with token log-probs ``lp`` and model-token 
 (:func:`rrhf_loss`): ``p_i = Σ lp_i m_i / |y_i|``;
 ``L_rank = Σ_{score_i > score_j} max(0, p_j - p_i)``; ``L_sft`` is the NLL of the best-scored
 candidate ``b``, normalised by its own length (``length_norm="response"``, the paper) or by the
-padded length ``T`` of the group's tensor (``"padded"``, TRICE's seed code, which averages over
-padded labels); ``loss = rrhf_weight * L_rank + L_sft``, averaged over the step's groups.
+padded length ``T`` of the group's tensor (``"padded"``, TRICE's code, which averages over
+padded labels and, through an in-place edit of the labels, also divides every ``p_i`` by ``T``);
+``loss = rrhf_weight * L_rank + L_sft``, averaged over the step's groups.
 
 Run: ``toolenv train rrhf --model runs/bc --env toolenv/Math-v0 --out runs/rrhf`` (``--model``
 may be a BC output directory: training continues on its adapter).
@@ -164,10 +169,11 @@ def rrhf_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """RRHF loss of one group of ``n`` candidates: ranking hinge plus NLL of the best one.
 
-    ``p_i = Σ_t lp_i m_i / |y_i|`` (length-normalised log-likelihood, ``|y_i| = Σ_t m_i``);
-    ``L_rank = Σ_{(i, j): s_i > s_j} max(0, p_j - p_i)``; with ``b`` the first candidate of the
-    highest score, ``L_sft = -Σ_t lp_b m_b / |y_b|`` (``"response"``) or ``/ T``, the padded
-    length of the tensor (``"padded"``); ``loss = rrhf_weight * L_rank + L_sft``.
+    ``p_i = Σ_t lp_i m_i / |y_i|`` (length-normalised log-likelihood, ``|y_i| = Σ_t m_i``; with
+    ``"padded"``, ``/ T`` for every candidate, the padded length of the tensor, as TRICE's code
+    computes it: RRHF issue 37); ``L_rank = Σ_{(i, j): s_i > s_j} max(0, p_j - p_i)``; with ``b``
+    the first candidate of the highest score (``torch.argmax``), ``L_sft = -Σ_t lp_b m_b / |y_b|``
+    (``"response"``) or ``/ T`` (``"padded"``); ``loss = rrhf_weight * L_rank + L_sft``.
 
     Args:
         token_logprobs: ``[n, T]`` log-probability of each token (from :class:`agents.utils.TokenScorer`).
@@ -191,7 +197,9 @@ def rrhf_loss(
     mask = loss_mask.to(token_logprobs.dtype)
     seq_logprob = (token_logprobs * mask).sum(-1)  # [n]
     lengths = mask.sum(-1).clamp_min(1.0)
-    p = seq_logprob / lengths
+    # TRICE's get_score divides by (labels != -100).sum(-1), but gather_logits_labels has already
+    # set every -100 label to 0 in place, so its "length" is the padded length T for every candidate
+    p = seq_logprob / (lengths if length_norm == "response" else float(token_logprobs.shape[-1]))
     scores = scores.to(p.device)
     better = scores[:, None] > scores[None, :]  # [i, j]: candidate i scored above candidate j
     gap = p[None, :] - p[:, None]  # [i, j]: p_j - p_i, > 0 when the worse one is more likely
@@ -285,8 +293,9 @@ class Candidates:
         k = self.cfg.num_samples
         for g, (env_id, index) in enumerate(picked):
             trajs, sources = self.fixed_candidates(env_id, index)
-            trajs = samples[g * k : (g + 1) * k] + trajs
-            sources = ["sample"] * k + sources
+            # gold (and stored) first, as in TRICE's data: on a tie the SFT target is the gold one
+            trajs = trajs + samples[g * k : (g + 1) * k]
+            sources = sources + ["sample"] * k
             kept = [(t, s) for t, s in zip(trajs, sources) if t.num_model_tokens > 0]
             if kept:
                 groups.append(CandidateGroup(env_id, index, self.task(env_id, index),

@@ -59,12 +59,42 @@ def test_rrhf_loss_response_normalisation_by_hand() -> None:
     assert loss.item() == pytest.approx(2.15)
 
 
+def _trice_stage2_loss(lp: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor, weight: float) -> torch.Tensor:
+    """TRICE's RRHFTrainer (train/train_stage2.py), one group, length_penalty 1, written out.
+
+    ``gather_logits_labels`` zeroes the masked log-probs and sets the -100 labels to 0 in place, so
+    ``get_score``'s length is the padded length T for every candidate; ``rrhf_loss`` sums
+    ``-diff`` where the reward difference is positive and the score difference negative (a worse
+    candidate more likely than a better one); ``sft_loss`` is ``-mean`` over T of the argmax candidate.
+    """
+    logit_label = lp * mask
+    length = torch.ones_like(mask).sum(-1)  # the in-place edit: no -100 left
+    p = logit_label.sum(-1) / length
+    new_scores = p.view(-1, len(scores))
+    rw = scores.view(1, -1)
+    diff = new_scores.unsqueeze(1) - new_scores.unsqueeze(-1)
+    rw_diff = rw.unsqueeze(1) - rw.unsqueeze(-1)
+    rank = -diff[torch.bitwise_and(rw_diff > 0, diff < 0)].sum()
+    best = torch.argmax(rw, dim=1)
+    sft = -logit_label[best].mean()
+    return weight * rank + sft
+
+
+@pytest.mark.parametrize("scores", [[20.0, 10.0, 5.0], [5.0, 20.0, 20.0], [10.0, 10.0, 15.0], [0.0, 5.0, 20.0]])
+def test_rrhf_loss_padded_equals_trices_code(scores: list[float]) -> None:
+    s = torch.tensor(scores)
+    for weight in (1.0, 0.1):
+        loss, _ = rrhf.rrhf_loss(LP, MASK, s, rrhf_weight=weight, length_norm="padded")
+        assert loss.item() == pytest.approx(_trice_stage2_loss(LP, MASK, s, weight).item(), rel=1e-6)
+
+
 def test_rrhf_loss_padded_normalisation_by_hand() -> None:
-    # L_sft = -sum(lp_0 m_0) / T = 6 / 4 = 1.5 (T = 4 columns); ranking keeps own lengths: 1.5
-    # loss = 1 * 1.5 + 1.5 = 3.0
+    # p_i = sum / T (T = 4): p0 = -1.5, p1 = -0.5, p2 = -0.375
+    #   (0, 1): p1 - p0 = 1.0; (0, 2): p2 - p0 = 1.125; (1, 2): p2 - p1 = 0.125  -> L_rank = 2.25
+    # L_sft = 6 / 4 = 1.5; loss = 2.25 + 1.5 = 3.75
     loss, stats = rrhf.rrhf_loss(LP, MASK, SCORES, rrhf_weight=1.0, length_norm="padded")
-    assert loss.item() == pytest.approx(3.0)
-    assert stats["rank_loss"] == pytest.approx(1.5) and stats["sft_loss"] == pytest.approx(1.5)
+    assert stats["rank_loss"] == pytest.approx(2.25) and stats["sft_loss"] == pytest.approx(1.5)
+    assert loss.item() == pytest.approx(3.75)
 
 
 def test_rrhf_loss_equal_scores_and_ties() -> None:
