@@ -77,3 +77,34 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+class ScriptedGenerator:
+    """A generation backend that plays fixed actions: episode ``i`` of a rollout writes ``scripts[i]``.
+
+    It stands in for the model in :func:`agents.rollout.rollout`, so tests drive real envs
+    through the real loop and check what a learner receives. Each prompt is matched to its
+    episode by the token history it has produced so far (episodes on one task start alike).
+    """
+
+    def __init__(self, tokenizer: Any, scripts: list[list[str]]) -> None:
+        self.tokenizer = tokenizer
+        self.scripts = scripts
+        self.history: list[list[int] | None] = [None] * len(scripts)
+        self.cursor = [0] * len(scripts)
+
+    def generate(self, prompts: list[list[int]], settings: Any, stop: Any) -> list[tuple[list[int], list[float]]]:
+        out = []
+        used: set[int] = set()
+        for prompt in prompts:
+            i = next(k for k in range(len(self.scripts)) if k not in used and (
+                (self.history[k] is None and self.cursor[k] == 0) or
+                (self.history[k] is not None and prompt[: len(self.history[k])] == self.history[k])))  # type: ignore[index]
+            used.add(i)
+            script = self.scripts[i]
+            text = script[self.cursor[i]] if self.cursor[i] < len(script) else script[-1]
+            self.cursor[i] += 1
+            ids = list(self.tokenizer.encode(text, add_special_tokens=False)) + [self.tokenizer.convert_tokens_to_ids(self.tokenizer.eos_token)]
+            self.history[i] = list(prompt) + ids
+            out.append((ids, [-0.5] * len(ids)))
+        return out
