@@ -78,6 +78,14 @@ class StepToolPreset:
     gamma: float = 1.0
     lam: float = 1.0
     lora_r: int = 16
+    # "steptool": PPO and step-PPO as StepTool's code runs them (agents.ppo.STEPTOOL_SETTING: step k's
+    # score x (n-1-k), IsSolved-only final reward, GAE through observation tokens, adaptive KL from 0.3,
+    # vf_coef 0.1, 4 epochs) and DPO with ETO's pairs. "toolenv" (the CPU preset): this suite's defaults
+    # with the preset's gamma / lam, because two updates cannot carry StepTool's setting: its final
+    # IsSolved gets weight 0 in step-PPO, its adaptive KL starts at 0.3 (six times ours), and its
+    # 0.99 / 0.95 through ~150-token observations fades the answer's credit before the first call
+    # while the critic is still cold (see gamma above).
+    setting: str = "toolenv"
 
 
 PRESETS: dict[str, StepToolPreset] = {
@@ -88,7 +96,7 @@ PRESETS: dict[str, StepToolPreset] = {
     "full": StepToolPreset(train_env="toolenv/APIChain-v1", test_env="toolenv/APIChain-Test-v1", env_kwargs={}, seeds=(0, 1, 2), bc_steps=1000,
                            bc_batch_size=32, demos=20_000, samples=20_000, episodes_per_iteration=64, ppo_epochs=2, dpo_pairs_per_task=4,
                            eval_episodes=1000, eval_batch_size=64, temperature=1.0, max_new_tokens=128, lora_r=64, gamma=0.99,
-                           lam=0.95),
+                           lam=0.95, setting="steptool"),
 }
 
 
@@ -134,6 +142,9 @@ def _agent_config(algo: str, preset: StepToolPreset, env_kwargs: dict[str, Any],
         from agents import ppo
 
         placement = "step" if algo == "step-ppo" else "final"
+        if preset.setting == "steptool":  # StepTool's coefficients, epochs and discounting
+            return ppo, ppo.Config(**common, reward_placement=placement, episodes_per_step=preset.episodes_per_iteration,
+                                   minibatch_size=min(2, preset.episodes_per_iteration), setting="steptool")
         return ppo, ppo.Config(**common, reward_placement=placement, episodes_per_step=preset.episodes_per_iteration, gamma=preset.gamma, lam=preset.lam,
                                minibatch_size=min(4, preset.episodes_per_iteration), ppo_epochs=preset.ppo_epochs)
     if algo == "grpo":
@@ -143,6 +154,8 @@ def _agent_config(algo: str, preset: StepToolPreset, env_kwargs: dict[str, Any],
     if algo == "dpo":
         from agents import dpo  # type: ignore[attr-defined]
 
+        if preset.setting == "steptool":  # ETO: one exploration per task against the gold trajectory
+            return dpo, dpo.Config(**common, group_size=1, tasks_per_step=preset.episodes_per_iteration, pairing="eto")
         return dpo, dpo.Config(**common, group_size=group, tasks_per_step=max(1, preset.episodes_per_iteration // group),
                                max_pairs_per_task=preset.dpo_pairs_per_task)
     raise ValueError(f"Unknown algorithm {algo!r}: expected one of {list(ALGORITHMS)}.")
@@ -292,12 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the preset's {name}")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per action at most (preset cpu: 48)")
+    parser.add_argument("--setting", choices=["toolenv", "steptool"], default=None,
+                        help="PPO/step-PPO/DPO as this suite runs them, or as StepTool's code does (preset cpu: toolenv; full: steptool)")
     parser.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg of the train and test envs (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
                                  if k in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "model", "train_env", "test_env",
-                                          "temperature", "lr", "max_new_tokens")
+                                          "temperature", "lr", "max_new_tokens", "setting")
                                  and v is not None}
     try:  # every mistake that shows before a model loads
         for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "max_new_tokens", "seeds"):

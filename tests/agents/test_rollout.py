@@ -190,3 +190,31 @@ def test_training_from_a_saved_adapter_stacks_a_new_one_whose_reference_is_that_
     again = Policy.load(str(rl_dir), device="cpu", trainable=False)  # resolves rl -> bc -> base
     with torch.no_grad():
         assert torch.allclose(again.model(ids).logits, rl_logits, atol=1e-5)
+
+
+def test_a_template_without_tool_calls_keeps_the_call_text(policy, caplog) -> None:  # type: ignore[no-untyped-def]
+    """SmolLM2's template (like the tiny one) ignores ``tool_calls``: the json protocol's call turns
+    would render empty. The call's text is kept in the turn instead, with one warning."""
+    import logging
+
+    import agents.rollout as r
+    from agents.rollout import ChatFormat, chat_trajectory
+
+    env = gym.make("toolenv/Math-v0", protocol="json")
+    env.reset(options={"index": 0})
+    for action in env.unwrapped.gold_actions():
+        env.step(action)
+    messages = env.unwrapped.messages
+    call_turn = next(m for m in messages if m["role"] == "assistant" and m.get("tool_calls"))
+    assert call_turn["content"] == ""  # OpenAI's layout: the call lives in tool_calls only
+    fmt = ChatFormat(policy.tokenizer)
+    assert not fmt.renders_tool_calls
+    r._WARNED_NO_TOOL_CALLS = False
+    with caplog.at_level(logging.WARNING, logger="agents.rollout"):
+        text = fmt._render(messages, generation_prompt=False)
+        fmt._render(messages, generation_prompt=False)
+    assert sum("ignores assistant tool_calls" in rec.message for rec in caplog.records) == 1
+    assert '<tool_call>\n{"name": "calculator"' in text
+    assert "<|im_start|>assistant\n<|im_end|>" not in text  # no empty assistant turn
+    traj = chat_trajectory(messages, policy.tokenizer)
+    assert all(a.strip() for a in traj.actions) and traj.actions[0].startswith("<tool_call>")

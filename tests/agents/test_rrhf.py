@@ -192,9 +192,9 @@ def test_gather_samples_every_task_in_one_batch() -> None:
     groups = source.gather(policy, [("test/OneTask-v0", 0), ("test/OneTask-v0", 0)])
     assert len(groups) == 2
     for g in groups:
-        assert g.sources == ["sample"] * 3 + ["gold"]
+        assert g.sources == ["gold"] + ["sample"] * 3  # gold first, as in TRICE's data
         assert all(c.task["id"] == "only" and c.num_model_tokens > 0 for c in g.candidates)
-        assert len(g.scores()) == 4 and g.scores()[-1] == 20.0
+        assert len(g.scores()) == 4 and g.scores()[0] == 20.0
     source.close()
 
 

@@ -375,9 +375,13 @@ def test_irrelevance(bfcl: types.ModuleType) -> None:
     assert terminated and not info["success"] and info["bfcl"]["error_type"] == "irrelevance_error:decoder_success"
 
 
-def test_single_turn_malformed_reply_is_truncated(bfcl: types.ModuleType) -> None:
+def test_single_turn_malformed_reply_ends_the_episode_as_a_decoder_failure(bfcl: types.ModuleType) -> None:
     env = gym.make(SINGLE)
     env.reset(options={"index": 0})
     obs, reward, terminated, truncated, info = env.step("[calculate_triangle_area(base=ten)]")
-    assert truncated and not terminated and not info["success"] and reward == pytest.approx(-0.1)
-    assert "must be a literal" in obs
+    # the one reply ends the task: BFCL's decoder failure, never also truncated
+    assert terminated and not truncated and not info["success"] and reward == pytest.approx(-0.1)
+    assert "must be a literal" in obs and info["bfcl"]["error_type"] == "ast_decoder:decoder_failed"
+    env.reset(options={"index": 0})
+    *_, terminated, truncated, info = env.step(env.unwrapped.gold_actions()[0])
+    assert terminated and not truncated and info["success"]

@@ -828,9 +828,10 @@ class BFCLEnv(_BFCLBase):
 
     ## Episode End
 
-    Terminates on the reply; ``info["bfcl"]`` holds the checker's result and the parsed calls.
-    Truncates after ``max_episode_steps`` (1 at registration: a malformed reply fails the task,
-    as in BFCL).
+    Terminates on the reply, whatever it is: one reply per task, as in BFCL; ``info["bfcl"]`` holds
+    the checker's result and the parsed calls. A reply that cannot be decoded is BFCL's decoder
+    failure (wrong, except in ``irrelevance``) and also sets ``format_error``. The registered step
+    limit (2) is never reached, so an episode is never both terminated and truncated.
 
     ## Arguments
 
@@ -845,7 +846,9 @@ class BFCLEnv(_BFCLBase):
     ## Version History
 
     - v0: initial version (BFCL v4 data of ``bfcl-eval==2026.3.23``). Fixed without a version bump: the
-      one-step episode is no longer also flagged truncated (the registered step limit is 2, never reached).
+      one-step episode is no longer also flagged truncated (the registered step limit is 2, never
+      reached), and an undecodable reply terminates the episode as BFCL's decoder failure instead of
+      being truncated (the same reward, -0.1).
 
     ## Example
 
@@ -884,20 +887,32 @@ class BFCLEnv(_BFCLBase):
         self._set_tools([BFCLTool(d) for d in docs], docs, signatures)
         self._reply_calls = ()
         self._verdict = {}
+        self._reply_error: str | None = None
         return task.question
 
     def _parse(self, action: Any) -> Action:
         # In BFCL's single-turn categories the reply is the answer: its calls are scored, not run.
         parsed = super()._parse(action)
+        self._reply_error = None
         if parsed.kind == "call":
             self._reply_calls = parsed.calls
             return Action("answer", answer=str(action).strip(), thought=parsed.thought)
         self._reply_calls = ()
+        if parsed.kind == "invalid":  # the one reply could not be decoded: it is still the reply
+            self._reply_error = parsed.error
+            return Action("answer", answer=action.strip() if isinstance(action, str) else "", thought=None)
         return parsed
 
     def _on_answer(self, answer: str) -> tuple[dict[str, float], bool, str]:
         assert self.task is not None
         calls = self._reply_calls
+        if self._reply_error is not None:
+            # BFCL scores an undecodable reply as a decoder failure: wrong, except in irrelevance
+            valid = self.category == "irrelevance"
+            self._verdict = {"valid": valid, "error": [f"Could not decode the reply: {self._reply_error}"],
+                             "error_type": "ast_decoder:decoder_failed", "calls": []}
+            self._num_errors += 1
+            return {"answer_correct": float(valid), "format_error": 1.0}, True, f"Invalid action: {self._reply_error}"
         if self.category == "irrelevance":
             verdict: dict[str, Any] = {"valid": not calls}
             if calls:
