@@ -16,7 +16,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "check_in", "check_out_dir", "check_positive", "config_from_args", "config_parser", "config_to_dict"]
+from toolenv.cli import ArgumentParser
+
+__all__ = ["TrainConfig", "check_in", "check_out_dir", "check_positive", "usage_error", "config_from_args", "config_parser", "config_to_dict"]
+
+
+def usage_error(parser: argparse.ArgumentParser, message: str) -> typing.NoReturn:
+    """Exit with status 2 and one line, ``PROG: error: MESSAGE`` (argparse's ``error`` also prints the usage block)."""
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -128,7 +135,7 @@ def config_parser(
     ``defaults`` (a registered variant's, e.g. ``step-ppo``'s) are the defaults the help shows.
     Env kwargs are ``--kw KEY=VALUE`` (repeatable), as on every other command.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description or (config_cls.__doc__ or "").strip().splitlines()[0])
+    parser = ArgumentParser(prog=prog, description=description or (config_cls.__doc__ or "").strip().splitlines()[0])
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         if not f.init:
@@ -165,4 +172,4 @@ def config_from_args(
             given["env_kwargs"] = toolenv.parse_kw(given["env_kwargs"])
         return config_cls(**given)
     except (ValueError, FileNotFoundError) as e:  # one line: the field, the value, the allowed values
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+        usage_error(parser, str(e))

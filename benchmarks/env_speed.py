@@ -31,6 +31,7 @@ import gymnasium as gym
 
 import toolenv
 from rewards.math import numeric_match
+from toolenv.cli import ArgumentParser
 from toolenv.protocols import PROTOCOLS
 from toolenv.types import Task, ToolCall
 
@@ -317,15 +318,23 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``toolenv bench env [--env ID ...] [--protocol P ...] [--episodes N]``: print the table."""
-    import argparse
 
-    parser = argparse.ArgumentParser(prog="toolenv bench env", description=__doc__.strip().splitlines()[0])
+    parser = ArgumentParser(prog="toolenv bench env", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: every train id)")
     parser.add_argument("--protocol", action="append", default=[], choices=list(PROTOCOLS),
                         help="protocol (repeatable; default: trice, react, json; react, json for APIChain; python, json for BFCL)")
     parser.add_argument("--episodes", type=int, default=5_000, help="scripted episodes per env and protocol")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from agents.config import usage_error
+
+    if args.episodes < 1:
+        usage_error(parser, f"expected --episodes >= 1, got {args.episodes}")
+    for env_id in args.env:
+        try:
+            toolenv.check_env_args(env_id)
+        except ValueError as e:
+            usage_error(parser, str(e))
     rows = bench_env(args.env or None, protocols=args.protocol or None, episodes=args.episodes, seed=args.seed)
     print(format_table(rows))  # the CLI layer's output
     return 0

@@ -20,9 +20,10 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-import toolenv  # noqa: F401
+import toolenv
 from agents.policy import Policy
 from agents.rollout import ChatFormat, GenerationSettings, rollout
+from toolenv.cli import ArgumentParser
 
 __all__ = ["bench_rollout", "format_rollout_table", "main"]
 
@@ -127,9 +128,8 @@ def format_rollout_table(row: dict[str, float], model: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``toolenv bench rollout [--model NAME] [--batch-size B] [--max-new-tokens T]``: print the table."""
-    import argparse
 
-    parser = argparse.ArgumentParser(prog="toolenv bench rollout", description=__doc__.strip().splitlines()[0])
+    parser = ArgumentParser(prog="toolenv bench rollout", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", help="model name or path")
     parser.add_argument("--env", default="toolenv/Math-v0", help="env id")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -137,6 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    from agents.config import usage_error
+    from agents.policy import check_model_name, resolve_device
+
+    try:  # before the model loads
+        for name in ("batch_size", "max_new_tokens", "repeats"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"expected --{name.replace('_', '-')} >= 1, got {getattr(args, name)}")
+        toolenv.check_env_args(args.env)
+        resolve_device(args.device)
+        check_model_name(args.model)
+    except (ValueError, FileNotFoundError) as e:
+        usage_error(parser, str(e))
     policy = Policy.load(args.model, device=args.device, trainable=False)
     row = bench_rollout(policy, env_id=args.env, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, repeats=args.repeats)
     print(format_rollout_table(row, args.model))

@@ -31,6 +31,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from agents.config import usage_error
+from toolenv.cli import ArgumentParser
+
 __all__ = ["PRESETS", "STEPreset", "format_ste_table", "main", "plot_ste", "run_ste"]
 
 logger = logging.getLogger(__name__)
@@ -285,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``toolenv bench ste [--preset cpu|full] [--out DIR] ...``: run and print the table."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="toolenv bench ste", description=__doc__.strip().splitlines()[0])
+    parser = ArgumentParser(prog="toolenv bench ste", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~30 min on 2 cores; full: a GPU and a 7B model")
     parser.add_argument("--out", default="runs/ste", help="output directory (an interrupted run continues here)")
     parser.add_argument("--explorer", default=None, help="explorer model (default: the preset's)")
@@ -300,7 +303,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     preset = replace(PRESETS[args.preset], **overrides)
     for name in ("num_episodes", "num_stm_slots", "max_turn", "paraphrase_target", "ft_steps", "tests_per_api", "icl_k"):
         if getattr(preset, name) < 1:
-            parser.error(f"expected --{name.replace('_', '-')} >= 1, got {getattr(preset, name)}")
+            usage_error(parser, f"expected --{name.replace('_', '-')} >= 1, got {getattr(preset, name)}")
+    try:  # before the explorer loads
+        from agents.config import check_out_dir
+        from agents.policy import check_model_name
+
+        for name in ("explorer", "model"):
+            check_model_name(getattr(preset, name))
+        check_out_dir(args.out, "--out")
+    except (ValueError, FileNotFoundError) as e:
+        usage_error(parser, str(e))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start = time.perf_counter()
     results = run_ste(preset, args.out)

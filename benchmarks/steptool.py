@@ -28,9 +28,10 @@ from gymnasium.envs.registration import load_env_creator
 
 import toolenv
 from agents import bc
-from agents.config import check_out_dir, check_positive
+from agents.config import check_out_dir, check_positive, usage_error
 from agents.evaluate import evaluate_model
 from agents.policy import check_model_name
+from toolenv.cli import ArgumentParser
 
 __all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_steptool_table", "main", "run_env_kwargs", "run_steptool"]
 
@@ -287,9 +288,8 @@ def plot_steptool(results: dict[str, Any], path: str | Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``toolenv bench steptool [--preset cpu|full] [--out DIR] ...``: run and print the table."""
-    import argparse
 
-    parser = argparse.ArgumentParser(prog="toolenv bench steptool", description=__doc__.strip().splitlines()[0])
+    parser = ArgumentParser(prog="toolenv bench steptool", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~20 min on 2 cores; smoke: every algorithm for one iteration (a few minutes on a tiny model); full: for a GPU")
     parser.add_argument("--out", default="runs/steptool", help="output directory (an interrupted run continues here)")
     parser.add_argument("--model", default=None, help="base model (default: smollm2-135m)")
@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature of the rollouts (preset cpu: 0.5)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate of every algorithm (LoRA)")
-    parser.add_argument("--protocol", default=None, help="action protocol of the envs (preset cpu: react; full: the env's default)")
+    parser.add_argument("--protocol", default=None, choices=["trice", "react", "json", "python"], help="action protocol of the envs (preset cpu: react; full: the env's default)")
     parser.add_argument("--steptool-weights", action="store_true",
                         help="StepTool's reward weights alone: a successful but useless call earns 1/2 (see run_env_kwargs)")
     for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos"):
@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_model_name(overrides.get("model", preset.model))
         check_out_dir(args.out, "--out")
     except (ValueError, FileNotFoundError) as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+        usage_error(parser, str(e))
     if args.kw or args.protocol:
         overrides["env_kwargs"] = env_kwargs
     if args.steptool_weights:

@@ -31,9 +31,10 @@ from typing import Any
 
 import toolenv
 from agents import bc, rrhf
-from agents.config import check_out_dir, check_positive
+from agents.config import check_out_dir, check_positive, usage_error
 from agents.evaluate import evaluate_model
 from agents.policy import check_model_name, resolve_device
+from toolenv.cli import ArgumentParser
 from toolenv.datasets import DataNotFoundError, resolve_data_dir
 
 __all__ = ["PRESETS", "TricePreset", "format_trice_table", "main", "run_trice"]
@@ -227,9 +228,8 @@ def plot_trice(results: dict[str, Any], path: str | Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``toolenv bench trice [--preset cpu|full] [--out DIR] [--model NAME]``: run and print TRICE's table."""
-    import argparse
 
-    parser = argparse.ArgumentParser(prog="toolenv bench trice", description=__doc__.strip().splitlines()[0])
+    parser = ArgumentParser(prog="toolenv bench trice", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~20 min on 2 cores; smoke: every stage at the smallest size (~2 min); full: paper-sized, for a GPU")
     parser.add_argument("--out", default="runs/trice", help="output directory (an interrupted run continues here)")
     parser.add_argument("--model", default=None, help="base model (default: the preset's, smollm2-135m)")
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_model_name(overrides.get("model", preset.model))
         check_out_dir(args.out)
     except (ValueError, FileNotFoundError) as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+        usage_error(parser, str(e))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = run_trice(replace(preset, **overrides), args.out, device=args.device)
     print(format_trice_table(results))

@@ -8,10 +8,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["ArgumentParser", "main"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a usage mistake is one line: ``PROG: error: MESSAGE (PROG --help)``, status 2.
+
+    Every ``toolenv`` command and sub-command parses with it (subparsers inherit the class).
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
 def _parse_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
@@ -164,7 +175,7 @@ def _cmd_ste(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toolenv", description="Tool-use tasks for language models as Gymnasium environments.")
+    parser = ArgumentParser(prog="toolenv", description="Tool-use tasks for language models as Gymnasium environments.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="every registered env id with its description, tools and datasets")

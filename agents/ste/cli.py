@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         from toolenv.tools.base import did_you_mean
 
-        raise SystemExit(f"error: unknown command 'toolenv ste {name}'.{did_you_mean(name, COMMANDS)}\n{usage()}")
+        print(f"error: unknown command 'toolenv ste {name}'.{did_you_mean(name, COMMANDS)} "
+              f"Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
+        return 2
     module_name, function, _ = COMMANDS[name]
     try:
         module = importlib.import_module(module_name)

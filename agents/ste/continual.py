@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.config import usage_error
 from toolenv.datasets.ste import CallTest
 
 __all__ = ["ContinualConfig", "continual_learning", "main", "round_data"]
@@ -205,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = ContinualConfig(**given)
     except ValueError as e:
-        parser.error(str(e))
+        usage_error(parser, str(e))
     rounds = [read_jsonl(p) for p in args.round_files]
     tests = [[CallTest.from_dict(d) for d in read_jsonl(p)] for p in args.test_files]
     result = continual_learning(cfg, rounds, tests)

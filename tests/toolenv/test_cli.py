@@ -99,6 +99,14 @@ MISTAKES = [
     (["bench", "trice", "--bc-steps", "0"], "--bc-steps"),
     (["bench", "steptool", "--kw", "protocl=react"], "Did you mean 'protocol'"),
     (["bench", "steptool", "--lr", "nan"], "finite"),
+    (["bench", "steptool", "--protocol", "jsn"], "invalid choice: 'jsn'"),
+    (["bench", "ste", "--model", "nope/x/y"], "does not exist"),
+    (["bench", "rollout", "--model", "smollm2-135mm"], "Did you mean 'smollm2-135m'"),
+    (["bench", "env", "--episodes", "0"], "--episodes >= 1"),
+    (["ste", "fliter"], "Did you mean 'filter'"),
+    (["ste", "filter", "missing.jsonl"], "expected an existing JSONL file"),
+    (["ste", "explore", "--apis", "apichain:get_cty", "--model", "smollm2-135m", "--out", "x.jsonl"], "Did you mean 'get_city'"),
+    (["ste", "explore", "--apis", "calculator", "--model", "smollm2-135mm", "--out", "x.jsonl"], "Did you mean 'smollm2-135m'"),
 ]
 
 
