@@ -438,7 +438,11 @@ class _Episode:
         """A truncated episode's end-of-episode info (hindsight step rewards), as a terminated one has."""
         end_info = getattr(self.env.unwrapped, "end_info", None)
         if self.traj.infos and callable(end_info):
-            extra = end_info()
+            try:
+                extra = end_info()
+            except Exception as e:
+                logger.warning("%s: end_info raised %s: %s", self.traj.env_id, type(e).__name__, e)
+                return
             self.traj.infos[-1].update({k: _json_safe(v) for k, v in extra.items() if k in _INFO_KEYS})
 
     def act(self, ids: list[int], logprobs: list[float], text: str, eos_ids: Sequence[int]) -> None:
@@ -448,7 +452,12 @@ class _Episode:
         t.logprobs.extend(logprobs)
         t.action_ends.append(len(t.token_ids) - 1)
         t.actions.append(text)
-        obs, reward, terminated, truncated, info = self.env.step(text)
+        try:
+            _, reward, terminated, truncated, info = self.env.step(text)
+        except Exception as e:  # an env bug must not end a training or eval run: a failed, recorded step
+            logger.warning("%s: env.step raised %s: %s; the episode ends here (truncated)", t.env_id, type(e).__name__, e)
+            reward, terminated, truncated = 0.0, False, True
+            info = {"error": f"env.step raised {type(e).__name__}: {e}", "success": False}
         t.rewards.append(float(reward))
         t.reward_terms.append(dict(info.get("reward_terms", {})))
         t.infos.append({k: _json_safe(info[k]) for k in _INFO_KEYS if k in info})

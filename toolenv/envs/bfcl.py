@@ -77,8 +77,11 @@ def execution_text(value: Any) -> str:
         try:
             return json.dumps(value)
         except Exception:
-            return str(value)
-    return str(value)
+            pass
+    try:
+        return str(value)
+    except Exception as e:  # e.g. an int past Python's 4,300-digit str limit: text, never a raise
+        return f"<unprintable {type(value).__name__}: {type(e).__name__}: {e}>"
 
 
 _OPENAPI_TYPES = {
@@ -172,7 +175,7 @@ class BFCLTool(Tool):
                 text, error = f"Error during execution: {e}", "arguments" if bad_arguments else "exception"
             else:
                 text = execution_text(value)
-                ok = not (isinstance(value, dict) and "error" in value)
+                ok = not (isinstance(value, dict) and "error" in value) and not text.startswith("<unprintable ")
                 error = None if ok else "exception"
         self.last_text = text
         return ToolResult(ok, self.format_output(text), value=value if ok else None, error=error,

@@ -27,6 +27,7 @@ and is reported as a timeout if it overran.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import json
@@ -51,12 +52,45 @@ _ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\(([^)]*)\))?\s*:\s*(.*)$")
 _SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Examples?|Notes?)\s*:\s*$")
 
 
+#: After the limit, the alarm repeats this often until the call gives up (a tool that catches one
+#: ``ToolTimeout`` with ``except BaseException`` is interrupted again).
+_REPEAT_S = 0.05
+
+
+@contextlib.contextmanager
+def _process_state_kept() -> typing.Iterator[None]:
+    """Put back process-wide numeric state a tool may change: the decimal context, mpmath's precision.
+
+    Model arguments reach tools such as BFCL's math API, which set ``decimal``'s precision or
+    ``mpmath.mp.dps`` from a ``precision=`` argument and leave it for everything else in the process.
+    """
+    import decimal
+    import sys
+
+    context = decimal.getcontext().copy()
+    mp = getattr(sys.modules.get("mpmath"), "mp", None)
+    prec = getattr(mp, "prec", None)
+    try:
+        yield
+    finally:
+        decimal.setcontext(context)
+        if mp is None:
+            mp = getattr(sys.modules.get("mpmath"), "mp", None)
+            prec = 53 if mp is not None else None  # mpmath was first imported during the call: its default
+        if mp is not None and prec is not None and mp.prec != prec:
+            mp.prec = prec
+
+
 class ToolArgumentError(ValueError):
     """The arguments of a call do not fit the tool's signature."""
 
 
-class ToolTimeout(Exception):
-    """A tool call ran past its time limit."""
+class ToolTimeout(BaseException):
+    """A tool call ran past its time limit.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so a tool's own ``except Exception`` cannot
+    swallow it; the alarm also repeats every 50 ms until the call returns.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,15 +348,23 @@ class Tool:
         return bound
 
     def _run(self, kwargs: dict[str, Any]) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            return self.fn(**kwargs)
-        previous = signal.signal(signal.SIGALRM, _on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, self.timeout)
-        try:
-            return self.fn(**kwargs)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+        with _process_state_kept():
+            if threading.current_thread() is not threading.main_thread():
+                return self.fn(**kwargs)
+            # the caller's own SIGALRM handler and timer are put back afterwards, the timer with
+            # the time it had left (fired at once if it ran out during the call)
+            caller_remaining, caller_interval = signal.getitimer(signal.ITIMER_REAL)
+            previous = signal.signal(signal.SIGALRM, _on_alarm)
+            start = time.monotonic()
+            signal.setitimer(signal.ITIMER_REAL, self.timeout, _REPEAT_S)
+            try:
+                return self.fn(**kwargs)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+                if caller_remaining > 0:
+                    left = caller_remaining - (time.monotonic() - start)
+                    signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), caller_interval)
 
     def format_output(self, value: Any) -> str:
         """Render a return value as text for the model, cut to ``max_output_chars``."""

@@ -1,0 +1,133 @@
+"""Tool limits and env steps under hostile input: no raise, limits that hold, the caller's state kept."""
+
+from __future__ import annotations
+
+import decimal
+import signal
+import time
+from typing import Any
+
+import gymnasium as gym
+
+import toolenv  # noqa: F401
+from tests.conftest import require
+from toolenv.tools import Tool, ToolTimeout
+from toolenv.types import ToolCall
+
+
+def _stubborn(seconds: float) -> str:
+    """A tool that swallows every error and retries until ``seconds`` have passed.
+
+    Args:
+        seconds: How long to keep retrying.
+    """
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.01)
+        except Exception:  # noqa: BLE001 - the point: a tool's own broad except
+            pass
+    return "done"
+
+
+def test_a_tool_cannot_swallow_its_timeout() -> None:
+    assert issubclass(ToolTimeout, BaseException) and not issubclass(ToolTimeout, Exception)
+    tool = Tool(_stubborn, timeout=0.2)
+    start = time.monotonic()
+    result = tool(ToolCall("_stubborn", {"seconds": 3.0}))
+    assert not result.ok and result.error == "timeout"
+    assert time.monotonic() - start < 1.0
+
+
+def _quick(x: int) -> int:
+    """Return x.
+
+    Args:
+        x: A number.
+    """
+    return x
+
+
+def test_the_callers_own_alarm_is_kept() -> None:
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        fired.append(signum)
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        assert Tool(_quick, timeout=1.0)(ToolCall("_quick", {"x": 1})).ok
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0.0 < remaining <= 0.3  # still armed, with the time it had left
+        assert signal.getsignal(signal.SIGALRM) is handler
+        time.sleep(0.5)
+        assert fired == [signal.SIGALRM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _precise(digits: int) -> str:
+    """Set decimal precision and divide.
+
+    Args:
+        digits: Digits of precision.
+    """
+    decimal.getcontext().prec = digits
+    return str(decimal.Decimal(1) / decimal.Decimal(7))[:12]
+
+
+def test_process_wide_numeric_state_is_restored() -> None:
+    before = decimal.getcontext().prec
+    assert Tool(_precise)(ToolCall("_precise", {"digits": 5000})).ok
+    assert decimal.getcontext().prec == before
+    mpmath = require("mpmath", "pip install mpmath")
+    dps = mpmath.mp.dps
+
+    def set_dps(n: int) -> int:
+        """Set mpmath's precision.
+
+        Args:
+            n: Decimal digits.
+        """
+        mpmath.mp.dps = n
+        return n
+
+    assert Tool(set_dps)(ToolCall("set_dps", {"n": 100_000})).ok
+    assert mpmath.mp.dps == dps
+
+
+def test_huge_bfcl_math_results_are_an_error_text_not_a_raise() -> None:
+    require("bfcl_eval", "pip install --no-deps bfcl-eval==2026.3.23 && pip install mpmath")
+    env = gym.make("toolenv/Explore-v0", apis=["bfcl:MathAPI"])
+    env.reset(options={"query": "What is 10 to the power 5000?"})
+    for args in ('{"base": 10, "exponent": 5000}', '{"base": 10, "exponent": 4400}'):
+        obs, reward, terminated, truncated, info = env.step(f"Thought: compute.\nAction: power\nAction Input: {args}")
+        assert isinstance(obs, str) and not info["calls_ok"][0]
+
+
+def test_the_rollout_records_an_env_that_raises(tmp_path: Any) -> None:
+    from agents.rollout import GenerationSettings, rollout
+    from tests.agents.conftest import ScriptedGenerator, tiny_policy
+
+    env = gym.make("toolenv/Math-v0")
+    original = env.unwrapped.step
+
+    def broken(action: str) -> Any:
+        if "boom" in action:
+            raise RuntimeError("a bug in a custom env")
+        return original(action)
+
+    env.unwrapped.step = broken  # type: ignore[method-assign]
+    policy = tiny_policy()
+    [t] = rollout(policy, [env], settings=GenerationSettings(max_new_tokens=16), options=[{"index": 0}],
+                  generator=ScriptedGenerator(policy.tokenizer, [["calculator(1+1)", "boom"]]))
+    assert t.truncated and len(t.rewards) == 2 and t.rewards[-1] == 0.0
+    assert "RuntimeError: a bug in a custom env" in t.infos[-1]["error"]
+
+
+def test_repeated_alarm_is_cleared_after_the_call() -> None:
+    assert Tool(_quick, timeout=0.05)(ToolCall("_quick", {"x": 2})).ok
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    time.sleep(0.1)  # no stray ToolTimeout from a repeating timer
