@@ -187,3 +187,22 @@ def test_hostile_text_never_raises(text: str, signatures: object) -> None:
         assert action.error
     for call in action.calls:
         p.format_call(call)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["f", "g.h", "é"]), st.text(max_size=6), st.sampled_from(["", "\n", "\r\n", "\r", " "])),
+                min_size=1, max_size=8))
+@settings(max_examples=150, deadline=None)
+def test_source_segments_equal_ast_get_source_segment(parts: list[tuple[str, str, str]]) -> None:
+    """The linear-time segment helper gives exactly what ``ast.get_source_segment`` gives."""
+    import ast
+
+    from toolenv.protocols.python_calls import source_segment
+
+    src = "[" + ", ".join(f"{name}(a={text!r},{sep}b=[1,{sep}2])" for name, text, sep in parts) + "]"
+    try:
+        tree = ast.parse(src, mode="eval")
+    except SyntaxError:
+        return
+    for node in ast.walk(tree):
+        if hasattr(node, "lineno"):
+            assert source_segment(src, node) == ast.get_source_segment(src, node)

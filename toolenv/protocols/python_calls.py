@@ -11,6 +11,7 @@ which argument was wrong. Text that is not a call list is an answer.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -68,9 +69,44 @@ class _Rejected(Exception):
     """A call list with a part that is not allowed; the message is shown to the model."""
 
 
+_LINE = re.compile(r".*?(?:\r\n|\n|\r|$)")
+
+
+@functools.lru_cache(maxsize=16)
+def _encoded_lines(source: str) -> tuple[bytes, ...]:
+    r"""The source's lines as ``ast`` splits them (``\r\n``, ``\n``, ``\r``), UTF-8 encoded, computed once per text."""
+    return tuple(m.encode("utf-8") for m in _LINE.findall(source))
+
+
+def source_segment(source: str, node: ast.AST) -> str | None:
+    r"""``ast.get_source_segment(source, node)`` without re-splitting the source for every node.
+
+    ``ast.get_source_segment`` splits the text into lines on each call, so taking the text of
+    every call of a long one-line call list is quadratic in its length; the lines here are split
+    once per text (and cached), which keeps a parse linear.
+
+    >>> src = "[f(a='é'), g(b=[1,\n 2])]"; tree = ast.parse(src, mode="eval")
+    >>> [source_segment(src, n) for n in tree.body.elts] == [ast.get_source_segment(src, n) for n in tree.body.elts]
+    True
+    """
+    try:
+        lineno, end_lineno = node.lineno - 1, node.end_lineno - 1  # type: ignore[attr-defined,operator]
+        col, end_col = node.col_offset, node.end_col_offset  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+    if end_lineno is None or end_col is None:
+        return None
+    lines = _encoded_lines(source)
+    if lineno == end_lineno:
+        return lines[lineno][col:end_col].decode("utf-8")
+    first = lines[lineno][col:].decode("utf-8")
+    last = lines[end_lineno][:end_col].decode("utf-8")
+    return first + "".join(line.decode("utf-8") for line in lines[lineno + 1 : end_lineno]) + last
+
+
 def _snippet(source: str, node: ast.AST) -> str:
     try:
-        text = ast.get_source_segment(source, node) or type(node).__name__
+        text = source_segment(source, node) or type(node).__name__
     except Exception:
         text = type(node).__name__
     text = " ".join(text.split())
@@ -154,7 +190,7 @@ def _call(node: ast.Call, source: str, signatures: Mapping[str, Sequence[str]] |
 
 def _snippet_full(source: str, node: ast.AST) -> str:
     try:
-        return ast.get_source_segment(source, node) or ""
+        return source_segment(source, node) or ""
     except Exception:
         return ""
 
