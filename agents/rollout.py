@@ -126,6 +126,9 @@ def save_trajectories(path: str | Path, trajectories: Iterable[Trajectory], *, a
     """Write trajectories as JSON Lines, one per line."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    if append and p.exists() and p.stat().st_size and not p.read_bytes().endswith(b"\n"):
+        with p.open("ab") as f:  # a last record without its newline: end it before appending
+            f.write(b"\n")
     with p.open("a" if append else "w", encoding="utf-8") as f:
         for t in trajectories:
             f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
@@ -133,9 +136,17 @@ def save_trajectories(path: str | Path, trajectories: Iterable[Trajectory], *, a
 
 
 def load_trajectories(path: str | Path) -> list[Trajectory]:
-    """Read trajectories written by :func:`save_trajectories`."""
+    """Read trajectories written by :func:`save_trajectories`; a malformed line is named by file and line."""
+    out = []
     with Path(path).open(encoding="utf-8") as f:
-        return [Trajectory.from_dict(json.loads(line)) for line in f if line.strip()]
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(Trajectory.from_dict(json.loads(line)))
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{path}, line {lineno}: not a trajectory ({type(e).__name__}: {e}).") from None
+    return out
 
 
 def _json_safe(value: Any) -> Any:

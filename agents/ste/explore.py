@@ -190,7 +190,7 @@ def load_trials(path: str | Path) -> list[dict[str, Any]]:
         end = offset + len(line) + 1
         if line.strip():
             try:
-                trials.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 if any(rest.strip() for rest in lines[number:]):
                     raise ValueError(f"Expected one JSON object per line in {p}, got a bad line {number}.") from None
@@ -198,7 +198,15 @@ def load_trials(path: str | Path) -> list[dict[str, Any]]:
                 with p.open("r+b") as f:
                     f.truncate(offset)
                 break
+            if not isinstance(record, dict) or not isinstance(record.get("api"), str):
+                got = "an object without 'api'" if isinstance(record, dict) else type(record).__name__
+                raise ValueError(f"Expected a trial (a JSON object with an 'api' name) on line {number} of {p}, got {got}.")
+            trials.append(record)
         offset = end
+    else:
+        if raw and not raw.endswith(b"\n"):  # a whole last record without its newline: end the line
+            with p.open("ab") as f:  # before the next trial is appended onto it
+                f.write(b"\n")
     return trials
 
 

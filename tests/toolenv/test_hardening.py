@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import gymnasium as gym
+import pytest
 
 import toolenv  # noqa: F401
 from tests.conftest import require
@@ -131,3 +132,35 @@ def test_repeated_alarm_is_cleared_after_the_call() -> None:
     assert Tool(_quick, timeout=0.05)(ToolCall("_quick", {"x": 2})).ok
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     time.sleep(0.1)  # no stray ToolTimeout from a repeating timer
+
+
+def test_trials_file_without_a_last_newline_resumes_cleanly(tmp_path: Any) -> None:
+    import json
+
+    from agents.ste.explore import load_trials
+
+    path = tmp_path / "trials.jsonl"
+    path.write_text(json.dumps({"api": "get_city", "query": "a"}) + "\n" + json.dumps({"api": "get_city", "query": "b"}))
+    assert [t["query"] for t in load_trials(path)] == ["a", "b"]
+    with path.open("a") as f:  # what the next trial of a resumed run does
+        f.write(json.dumps({"api": "get_city", "query": "c"}) + "\n")
+    assert [t["query"] for t in load_trials(path)] == ["a", "b", "c"]
+    path.write_text('{"api": "x"}\n[1, 2]\n{"api": "y"}\n')
+    with pytest.raises(ValueError, match="line 2 of .*got list"):
+        load_trials(path)
+    path.write_text('{"api": "x"}\n{"query": "no api"}\n{"api": "y"}\n')
+    with pytest.raises(ValueError, match="line 2 of .*without 'api'"):
+        load_trials(path)
+
+
+def test_trajectories_append_after_a_last_line_without_newline(tmp_path: Any) -> None:
+    from agents.rollout import Trajectory, load_trajectories, save_trajectories
+
+    path = tmp_path / "t.jsonl"
+    save_trajectories(path, [Trajectory("e", {"id": 1})])
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    save_trajectories(path, [Trajectory("e", {"id": 2})], append=True)
+    assert [t.task["id"] for t in load_trajectories(path)] == [1, 2]
+    path.write_text(path.read_text() + "not json\n")
+    with pytest.raises(ValueError, match=r"t\.jsonl, line 3: not a trajectory"):
+        load_trajectories(path)
