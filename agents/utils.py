@@ -130,60 +130,98 @@ class Checkpointer:
     """Save and restore training state in ``{out}/checkpoint`` so a killed run continues where it stopped.
 
     The state is the trainable parameters, the optimiser and scheduler, the step, the RNG states,
-    and anything else the agent passes. Writes go to a temporary directory that is renamed into
-    place, so a kill mid-write leaves the previous checkpoint intact.
+    and anything else the agent passes (plain values). It is written to ``checkpoint.tmp`` (a
+    ``COMPLETE`` marker last), then swapped in: the old checkpoint is moved to ``checkpoint.old``
+    and the new one renamed into place. A run killed at any point of a save keeps a good
+    checkpoint: at the next start a complete ``checkpoint.tmp`` or else ``checkpoint.old`` is put
+    back when ``checkpoint`` is missing. Loading uses ``torch.load(weights_only=True)``, so a
+    planted file cannot run code; a damaged checkpoint is a clear error that names it.
     """
 
     def __init__(self, out: str | Path, cfg: TrainConfig) -> None:
         self.dir = Path(out) / "checkpoint"
+        self.tmp = self.dir.with_name("checkpoint.tmp")
+        self.old = self.dir.with_name("checkpoint.old")
         self.cfg = config_to_dict(cfg)
+        self._recover()
+
+    def _recover(self) -> None:
+        """Finish a swap that a kill interrupted (``checkpoint`` missing, a complete copy aside)."""
+        if (self.dir / "state.pt").exists():
+            return
+        for candidate in (self.tmp, self.old):
+            if (candidate / "COMPLETE").exists() or (candidate is self.old and (candidate / "state.pt").exists()):
+                shutil.rmtree(self.dir, ignore_errors=True)
+                os.replace(candidate, self.dir)
+                return
 
     def exists(self) -> bool:
         return (self.dir / "state.pt").exists()
 
     def save(self, step: int, model: nn.Module, optimizer: Any, scheduler: Any = None, **extra: Any) -> None:
-        tmp = self.dir.with_name("checkpoint.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
         trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
         state = {
             "step": step,
             "params": trainable,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+            "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
+                    "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)]},
             "extra": extra,
         }
-        torch.save(state, tmp / "state.pt")
-        (tmp / "config.json").write_text(json.dumps(self.cfg, indent=2, default=str))
-        old = self.dir.with_name("checkpoint.old")
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            self.tmp.mkdir(parents=True)
+            torch.save(state, self.tmp / "state.pt")
+            (self.tmp / "config.json").write_text(json.dumps(self.cfg, indent=2, default=str))
+            (self.tmp / "COMPLETE").write_text(str(step))
+        except (OSError, RuntimeError) as e:  # a full disk surfaces as "enforce fail at inline_container.cc"
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            free = shutil.disk_usage(self.tmp.parent).free
+            raise OSError(f"Could not write the checkpoint to {self.tmp} ({free / 2**20:.0f} MB free on that disk): {e}. "
+                          f"The previous checkpoint in {self.dir} is intact.") from None
+        shutil.rmtree(self.old, ignore_errors=True)
         if self.dir.exists():
-            os.replace(self.dir, old)
-        os.replace(tmp, self.dir)
-        shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.dir, self.old)
+        os.replace(self.tmp, self.dir)
+        shutil.rmtree(self.old, ignore_errors=True)
 
     def load(self, model: nn.Module, optimizer: Any, scheduler: Any = None) -> tuple[int, dict[str, Any]]:
         """Restore into ``model``/``optimizer``/``scheduler``; returns ``(step, extra)``."""
-        saved_cfg = json.loads((self.dir / "config.json").read_text())
+        try:
+            saved_cfg = json.loads((self.dir / "config.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"The checkpoint in {self.dir} is damaged (config.json: {e}); delete it or use another --out.") from None
         changed = {k for k in self.cfg if k not in ("max_steps", "progress", "save_every", "log_every") and saved_cfg.get(k) != json.loads(json.dumps(self.cfg[k], default=str))}
         if changed:
             raise ValueError(
                 f"The checkpoint in {self.dir} was made with different settings ({sorted(changed)}); "
                 "use another --out or delete the checkpoint."
             )
-        state = torch.load(self.dir / "state.pt", map_location="cpu", weights_only=False)
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["params"].items():
-                params[name].copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
-        torch.set_rng_state(state["rng"]["torch"])
-        return int(state["step"]), dict(state["extra"])
+        try:
+            state = torch.load(self.dir / "state.pt", map_location="cpu", weights_only=True)
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, value in state["params"].items():
+                    params[name].copy_(value)
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state["scheduler"] is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            random.setstate(_tuples(state["rng"]["python"]))
+            kind, keys, pos, has_gauss, cached = state["rng"]["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            torch.set_rng_state(state["rng"]["torch"])
+            return int(state["step"]), dict(state["extra"])
+        except Exception as e:  # a truncated zip, a planted pickle (refused by weights_only), missing keys
+            raise ValueError(f"The checkpoint in {self.dir} is damaged or not a toolenv checkpoint "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                             "delete it or use another --out.") from None
+
+
+def _tuples(value: Any) -> Any:
+    """Lists back to tuples (``random.setstate`` wants the tuple ``random.getstate`` gave)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def linear_warmup(optimizer: Any, warmup_steps: int) -> Any:
