@@ -9,6 +9,7 @@ parsing, tool dispatch, reward terms, chat messages and episode metrics.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -30,6 +31,11 @@ BASE_REWARD_WEIGHTS: Mapping[str, float] = {
     "format_error": -0.1,  # 1 when the action was malformed: no parse, unknown tool, bad arguments
     "step_cost": 0.0,  # 1 on every step; a negative weight makes long episodes cost
 }
+
+
+#: A step's tool time budget, in tool time limits (``tool_timeout``): many slow calls in one action
+#: cannot hold a step for longer than this many limits (plus the last call's margin).
+STEP_BUDGET_CALLS = 4
 
 
 def accepted_kwargs(cls: type) -> frozenset[str] | None:
@@ -104,6 +110,8 @@ class ToolEnv(gym.Env[str, str]):
             if tool.name in self.tools:
                 raise ValueError(f"Expected unique tool names, got {tool.name!r} twice.")
             self.tools[tool.name] = tool
+        #: Wall-clock budget of all the calls of one step: calls after it is spent are not run.
+        self.step_time_budget = STEP_BUDGET_CALLS * tool_timeout
         self.protocol = make_protocol(protocol)
         self.instruction = instruction
         self.reward_weights = self._check_weights(reward_weights)
@@ -302,8 +310,13 @@ class ToolEnv(gym.Env[str, str]):
         outputs: list[str] = []
         tool_messages: list[dict[str, Any]] = []
         info["calls_ok"] = []
+        start = time.monotonic()
         for call in parsed.calls:
-            result = self._dispatch(call)
+            if time.monotonic() - start > self.step_time_budget:
+                result = ToolResult(False, f"Error: {call.name} was not run: this step's tool time budget "
+                                    f"({self.step_time_budget:g} s) is spent.", error="timeout")
+            else:
+                result = self._dispatch(call)
             info["calls"].append(call.to_dict())
             info["tool_outputs"].append(result.output)
             info["calls_ok"].append(result.ok)

@@ -164,3 +164,44 @@ def test_trajectories_append_after_a_last_line_without_newline(tmp_path: Any) ->
     path.write_text(path.read_text() + "not json\n")
     with pytest.raises(ValueError, match=r"t\.jsonl, line 3: not a trajectory"):
         load_trajectories(path)
+
+
+def _sleepy(seconds: float) -> str:
+    """Sleep.
+
+    Args:
+        seconds: How long.
+    """
+    time.sleep(seconds)
+    return "awake"
+
+
+def test_the_limit_holds_off_the_main_thread() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tool = Tool(_sleepy, timeout=0.2)
+    with ThreadPoolExecutor(1) as pool:  # how servers and trainers call step
+        start = time.monotonic()
+        slow = pool.submit(tool, ToolCall("_sleepy", {"seconds": 3.0})).result()
+        waited = time.monotonic() - start
+        fast = pool.submit(tool, ToolCall("_sleepy", {"seconds": 0.0})).result()
+    assert not slow.ok and slow.error == "timeout" and waited < 1.5
+    assert fast.ok and fast.output == "awake"
+
+
+def test_many_slow_calls_in_one_action_share_a_step_budget() -> None:
+    from toolenv.core import STEP_BUDGET_CALLS, ToolEnv
+    from toolenv.datasets import ListTaskSet
+    from toolenv.protocols import make_protocol
+    from toolenv.types import Task
+
+    tasks = ListTaskSet([Task("t", "Sleep a lot.", "awake")], name="sleep", split="train")
+    env = ToolEnv(tasks, [_sleepy], protocol="python", tool_timeout=0.3)
+    env.reset(seed=0)
+    action = make_protocol("python").format_calls([ToolCall("_sleepy", {"seconds": 0.25})] * 12)
+    start = time.monotonic()
+    _, _, _, _, info = env.step(action)
+    elapsed = time.monotonic() - start
+    assert elapsed < STEP_BUDGET_CALLS * 0.3 + 1.0  # not 12 x 0.25 s
+    assert info["calls_ok"][0] and not info["calls_ok"][-1]
+    assert "time budget" in info["tool_outputs"][-1]

@@ -19,10 +19,13 @@ raises: every failure comes back as a :class:`ToolResult` with ``ok=False`` and 
 model can read.
 
 The time limit uses ``SIGALRM`` (``signal.setitimer``) when the call runs in the main thread of
-a process, as each env of a ``SyncVectorEnv`` or an ``AsyncVectorEnv`` worker does. It
-interrupts Python code; a single C-level operation cannot be interrupted, which is why tools
-such as the calculator also bound their own work. In other threads the call runs to completion
-and is reported as a timeout if it overran.
+a process, as each env of a ``SyncVectorEnv`` or an ``AsyncVectorEnv`` worker does: it
+interrupts Python code (``ToolTimeout`` is a ``BaseException``, repeated until the call gives
+up), and the caller's own handler and timer are put back afterwards. A single C-level operation
+cannot be interrupted, which is why tools such as the calculator also bound their own work. In
+other threads (servers, trainers' thread pools) the call runs in a daemon thread and the step
+waits at most the limit; an overrunning call is reported as a timeout and left to finish on its
+own. The decimal context and mpmath's precision are restored after every call.
 """
 
 from __future__ import annotations
@@ -350,7 +353,7 @@ class Tool:
     def _run(self, kwargs: dict[str, Any]) -> Any:
         with _process_state_kept():
             if threading.current_thread() is not threading.main_thread():
-                return self.fn(**kwargs)
+                return self._run_in_thread(kwargs)
             # the caller's own SIGALRM handler and timer are put back afterwards, the timer with
             # the time it had left (fired at once if it ran out during the call)
             caller_remaining, caller_interval = signal.getitimer(signal.ITIMER_REAL)
@@ -365,6 +368,27 @@ class Tool:
                 if caller_remaining > 0:
                     left = caller_remaining - (time.monotonic() - start)
                     signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), caller_interval)
+
+    def _run_in_thread(self, kwargs: dict[str, Any]) -> Any:
+        """Off the main thread there is no SIGALRM: the call runs in a daemon thread and the step
+        waits at most the time limit. A call that overruns is reported as a timeout and left to
+        finish on its own (Python cannot stop a thread); its result is dropped."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = self.fn(**kwargs)
+            except BaseException as e:  # delivered to the caller below
+                box["error"] = e
+
+        worker = threading.Thread(target=target, name=f"toolenv-tool-{self.name}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            raise ToolTimeout()
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
 
     def format_output(self, value: Any) -> str:
         """Render a return value as text for the model, cut to ``max_output_chars``."""
