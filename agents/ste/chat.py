@@ -30,6 +30,7 @@ turn without a tool-call id.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -246,6 +247,33 @@ class _Retryable(Exception):
     """A failure worth another try: rate limit, server error, connection trouble."""
 
 
+def content_text(content: Any) -> str:
+    """A message ``content`` as text: a string as is, OpenAI's list of parts joined, ``None`` empty.
+
+    >>> content_text([{"type": "text", "text": "4"}, {"type": "text", "text": "2"}]), content_text(5), content_text(None)
+    ('42', '5', '')
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return str(content)
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only within the same scheme, host and port (the Authorization header goes with it)."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        from urllib.parse import urljoin, urlsplit
+
+        old, new = urlsplit(req.full_url), urlsplit(urljoin(req.full_url, newurl))
+        if (old.scheme, old.hostname, old.port) != (new.scheme, new.hostname, new.port):
+            return None  # urllib then raises the redirect as an HTTPError
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class OpenAIChatModel:
     """Any OpenAI-compatible chat endpoint (``POST {base_url}/chat/completions``) through ``urllib``.
 
@@ -262,11 +290,16 @@ class OpenAIChatModel:
         model: The served model's name, sent as ``"model"``.
         base_url: E.g. ``"http://localhost:8000/v1"`` (vLLM, llama.cpp, Ollama) or ``"https://api.openai.com/v1"``.
         api_key: Sent as a bearer token; default ``$OPENAI_API_KEY``; none is sent when neither is set.
-        timeout: Seconds to wait for one reply.
+        timeout: Seconds for one whole reply (connect, wait and read the body: a total deadline).
         max_retries: Further attempts after a retryable failure.
         backoff: Seconds before the first retry; doubled each time.
         concurrency: Requests in flight at once.
         name: Recorded as the model's name (default: ``model``).
+        max_body_bytes: A reply larger than this is an error (16 MiB).
+
+    Transport failures (refused or reset connections, a bad status line, a cut body, a reply that
+    is not JSON) are retried; a redirect to another origin is refused, so the API key never
+    leaves the endpoint's origin; a message ``content`` that is a list of parts is joined.
     """
 
     def __init__(
@@ -280,6 +313,7 @@ class OpenAIChatModel:
         backoff: float = 1.0,
         concurrency: int = 8,
         name: str | None = None,
+        max_body_bytes: int = 16 * 2**20,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"Expected base_url to start with http:// or https://, got {base_url!r}.")
@@ -296,6 +330,8 @@ class OpenAIChatModel:
         self.max_retries = max_retries
         self.backoff = backoff
         self.concurrency = concurrency
+        self.max_body_bytes = max_body_bytes
+        self._opener = urllib.request.build_opener(_SameOriginRedirects())
 
     @staticmethod
     def _message(m: dict[str, str]) -> dict[str, str]:
@@ -308,23 +344,46 @@ class OpenAIChatModel:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST")
+        deadline = time.monotonic() + self.timeout
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
+            with self._opener.open(request, timeout=self.timeout) as response:
+                raw = self._read(response, deadline)
         except urllib.error.HTTPError as e:
-            detail = e.read().decode("utf-8", "replace")[:500]
+            if 300 <= e.code < 400:
+                raise RuntimeError(f"{self.url} redirected (HTTP {e.code}) to another origin "
+                                   f"({e.headers.get('Location')!r}); not following it with the API key.") from None
+            detail = e.read(2000).decode("utf-8", "replace")[:500]
             message = f"{self.url} answered HTTP {e.code}: {detail}"
             if e.code == 429 or e.code >= 500:
                 raise _Retryable(message) from e
             raise RuntimeError(message) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-            reason = getattr(e, "reason", e)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # refused, reset, bad status, timeouts
+            reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
             raise _Retryable(f"could not reach {self.url}: {reason}") from e
         try:
             data = json.loads(raw)
-            return data if isinstance(data, dict) else {}
-        except ValueError:
-            raise RuntimeError(f"{self.url} answered with something that is not JSON: {raw[:200]!r}") from None
+        except (ValueError, RecursionError) as e:
+            raise _Retryable(f"{self.url} answered with something that is not JSON ({type(e).__name__}): {raw[:200]!r}") from None
+        return data if isinstance(data, dict) else {}
+
+    def _read(self, response: Any, deadline: float) -> bytes:
+        """The body, within the total deadline and the size cap (a server that trickles bytes cannot stretch either)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no complete reply within {self.timeout:g} s")
+            sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+            if sock is not None:
+                sock.settimeout(left)
+            chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise RuntimeError(f"{self.url} sent more than {self.max_body_bytes:,} bytes; giving up on this reply.")
+            chunks.append(chunk)
 
     def _complete(self, conversation: Conversation, max_new_tokens: int, temperature: float, stop: Sequence[str]) -> str:
         body: dict[str, Any] = {
@@ -354,7 +413,7 @@ class OpenAIChatModel:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise RuntimeError(f"{self.url} answered without choices[0].message.content: {json.dumps(data)[:300]}") from None
-        return cut_at_stop(content or "", stop)
+        return cut_at_stop(content_text(content), stop)
 
     def chat(
         self,
@@ -443,6 +502,8 @@ def load_chat_model(
     backend: str = "hf",
     dtype: str = "auto",
     batch_size: int = 32,
+    timeout: float = 120.0,
+    max_retries: int = 4,
 ) -> ChatModel:
     """The chat model named by ``spec``.
 
@@ -456,9 +517,11 @@ def load_chat_model(
         backend: ``hf`` (transformers) or ``vllm`` (a GPU) for a local model.
         dtype: ``auto``, ``float32`` or ``bfloat16`` for a local model.
         batch_size: Conversations generated at once by the ``hf`` backend.
+        timeout: With ``base_url``, seconds for one whole reply.
+        max_retries: With ``base_url``, further attempts after a retryable failure.
     """
     if base_url:
-        return OpenAIChatModel(spec, base_url, api_key=api_key)
+        return OpenAIChatModel(spec, base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
     if backend not in ("hf", "vllm"):
         raise ValueError(f"Expected backend to be one of ['hf', 'vllm'], got {backend!r}.")
     from agents.policy import Policy

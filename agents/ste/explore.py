@@ -117,6 +117,8 @@ class ExploreConfig:
     out: str = field(default="ste/trials.jsonl", metadata={"help": "trials JSONL (appended to; an existing file is resumed)"})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint (.../v1) serving the explorer"})
     api_key: str | None = field(default=None, metadata={"help": "key for --base-url (default: $OPENAI_API_KEY)"})
+    timeout: float = field(default=120.0, metadata={"help": "with --base-url: seconds for one whole reply"})
+    retries: int = field(default=4, metadata={"help": "with --base-url: further attempts after a failed request"})
     backend: str = field(default="hf", metadata={"help": "local generation backend: hf (transformers) or vllm (GPU)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda (local models)"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16 (local models)"})
@@ -141,6 +143,8 @@ class ExploreConfig:
                      "action_max_tokens", "reflection_max_tokens"):
             check_positive(name, getattr(self, name))
         check_positive("temperature", self.temperature, allow_zero=True)
+        check_positive("timeout", self.timeout)
+        check_positive("retries", self.retries, allow_zero=True)
         check_in("backend", self.backend, {"hf", "vllm"})
         check_in("device", self.device.split(":")[0], {"auto", "cpu", "cuda"})
         check_in("dtype", self.dtype, {"auto", "float32", "fp32", "bfloat16", "bf16"})
@@ -407,7 +411,8 @@ def explore(cfg: ExploreConfig, model: ChatModel | None = None) -> Path:
         return out
     if model is None:
         model = load_chat_model(cfg.model, base_url=cfg.base_url, api_key=cfg.api_key, device=cfg.device,
-                                backend=cfg.backend, dtype=cfg.dtype, batch_size=cfg.batch_size)
+                                backend=cfg.backend, dtype=cfg.dtype, batch_size=cfg.batch_size, timeout=cfg.timeout,
+                                max_retries=cfg.retries)
     envs = {api.name: gym.make(EXPLORE_ENV_ID, apis=[spec], protocol="react", max_episode_steps=cfg.max_turn + 1)
             for api, spec in targets}
     wanted = set(keys)
