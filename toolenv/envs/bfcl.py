@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -35,7 +36,7 @@ from toolenv.datasets.bfcl import (
 from toolenv.protocols import Action, Protocol
 from toolenv.protocols.python_calls import bfcl_system_prompt, parse_python_calls
 from toolenv.spaces import AnyText
-from toolenv.tools.base import Tool, ToolArgumentError, ToolResult, ToolTimeout
+from toolenv.tools.base import Tool, ToolArgumentError, ToolResult, ToolTimeout, process_state_kept
 from toolenv.types import Task, ToolCall
 
 __all__ = [
@@ -82,6 +83,51 @@ def execution_text(value: Any) -> str:
         return str(value)
     except Exception as e:  # e.g. an int past Python's 4,300-digit str limit: text, never a raise
         return f"<unprintable {type(value).__name__}: {type(e).__name__}: {e}>"
+
+
+#: Bounds on model-written arguments of BFCL's APIs whose work is one C-level operation that no
+#: time limit can interrupt (``decimal`` / ``mpmath`` precision, big-integer powers and products).
+#: BFCL's own tasks stay far inside them; past them the call is an error, as a bad argument is.
+MAX_PRECISION = 1_000
+MAX_NUMBER_DIGITS = 1_000
+
+
+def _digits(value: Any) -> float:
+    """Decimal digits of a number's integer part (0 for non-numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    if isinstance(value, int) and value.bit_length() > 1000:  # past float range: estimate from the bits
+        return value.bit_length() * math.log10(2)
+    return math.log10(abs(value)) if value != 0 and math.isfinite(value) else 0.0
+
+
+def argument_bounds_problem(name: str, kwargs: Mapping[str, Any]) -> str | None:
+    """Why a BFCL call's arguments are out of bounds (see :data:`MAX_PRECISION`), or ``None``.
+
+    >>> argument_bounds_problem("square_root", {"number": 2, "precision": 1_500_000})
+    'precision must be at most 1000, got 1500000.'
+    >>> argument_bounds_problem("power", {"base": 10, "exponent": 5000})
+    'the result would have about 5000 digits; numbers are limited to 1000 digits.'
+    >>> argument_bounds_problem("add", {"a": 1, "b": 2}) is None
+    True
+    """
+    precision = kwargs.get("precision")
+    if isinstance(precision, (int, float)) and not isinstance(precision, bool) and precision > MAX_PRECISION:
+        return f"precision must be at most {MAX_PRECISION}, got {precision}."
+    numbers = [v for v in kwargs.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numbers += [x for v in kwargs.values() if isinstance(v, (list, tuple)) for x in v
+                if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    if any(_digits(v) > MAX_NUMBER_DIGITS for v in numbers):
+        return f"numbers are limited to {MAX_NUMBER_DIGITS} digits."
+    if name == "power":
+        base, exponent = kwargs.get("base"), kwargs.get("exponent")
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (base, exponent)):
+            digits = abs(exponent) * _digits(base)  # type: ignore[arg-type]
+            if digits > MAX_NUMBER_DIGITS:
+                return f"the result would have about {digits:.0f} digits; numbers are limited to {MAX_NUMBER_DIGITS} digits."
+    if name == "multiply" and sum(_digits(v) for v in numbers) > MAX_NUMBER_DIGITS:
+        return f"the product would have more than {MAX_NUMBER_DIGITS} digits."
+    return None
 
 
 _OPENAPI_TYPES = {
@@ -137,7 +183,13 @@ class BFCLTool(Tool):
     def _invoke(self, **kwargs: Any) -> Any:
         if self.method is None:
             raise NotImplementedError(f"{self.name} is described, not executable.")
-        return self.method(**kwargs)
+        problem = argument_bounds_problem(self.name, kwargs)
+        if problem is not None:
+            raise ValueError(problem)
+        value = self.method(**kwargs)
+        # the text is taken while the call's own numeric state (mpmath's precision) is in force, as
+        # BFCL records it: an mpf's repr depends on the precision in force when it is printed
+        return value, execution_text(value)
 
     def bind(self, call: ToolCall) -> dict[str, Any]:
         """The call's arguments as they are; a positional input goes to the first parameter."""
@@ -174,7 +226,7 @@ class BFCLTool(Tool):
             except Exception as e:
                 text, error = f"Error during execution: {e}", "arguments" if bad_arguments else "exception"
             else:
-                text = execution_text(value)
+                value, text = value
                 ok = not (isinstance(value, dict) and "error" in value) and not text.startswith("<unprintable ")
                 error = None if ok else "exception"
         self.last_text = text
@@ -518,7 +570,8 @@ class BFCLMultiTurnEnv(_BFCLBase):
         for call in calls:
             method = getattr(self._gt_instances[self._owner[call.name]], call.name)
             try:
-                results.append(execution_text(method(**call.arguments)))
+                with process_state_kept():  # the policy's calls restore it too: both print under their own
+                    results.append(execution_text(method(**call.arguments)))
             except Exception as e:
                 results.append(f"Error during execution: {e}")
         return results

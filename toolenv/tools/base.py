@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 from toolenv.types import ToolCall
 
-__all__ = ["Tool", "ToolArgumentError", "ToolResult", "ToolTimeout", "as_tool", "did_you_mean"]
+__all__ = ["Tool", "ToolArgumentError", "ToolResult", "ToolTimeout", "as_tool", "did_you_mean", "process_state_kept"]
 
 DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_MAX_OUTPUT_CHARS = 2_000
@@ -61,7 +61,7 @@ _REPEAT_S = 0.05
 
 
 @contextlib.contextmanager
-def _process_state_kept() -> typing.Iterator[None]:
+def process_state_kept() -> typing.Iterator[None]:
     """Put back process-wide numeric state a tool may change: the decimal context, mpmath's precision.
 
     Model arguments reach tools such as BFCL's math API, which set ``decimal``'s precision or
@@ -351,7 +351,7 @@ class Tool:
         return bound
 
     def _run(self, kwargs: dict[str, Any]) -> Any:
-        with _process_state_kept():
+        with process_state_kept():
             if threading.current_thread() is not threading.main_thread():
                 return self._run_in_thread(kwargs)
             # the caller's own SIGALRM handler and timer are put back afterwards, the timer with
