@@ -205,3 +205,16 @@ def test_many_slow_calls_in_one_action_share_a_step_budget() -> None:
     assert elapsed < STEP_BUDGET_CALLS * 0.3 + 1.0  # not 12 x 0.25 s
     assert info["calls_ok"][0] and not info["calls_ok"][-1]
     assert "time budget" in info["tool_outputs"][-1]
+
+
+def test_a_trials_file_does_not_choose_what_is_imported(tmp_path: Any) -> None:
+    from agents.ste.exploit import trial_pool
+
+    planted = tmp_path / "planted.py"
+    planted.write_text("import pathlib\npathlib.Path(__file__).with_name('RAN').write_text('x')\n\n"
+                       "def add(a: int, b: int) -> int:\n    '''Add.\n\n    Args:\n        a: a\n        b: b\n    '''\n    return a + b\n")
+    trials = [{"api": "add", "source": f"custom:{planted}:add"}]
+    with pytest.raises(ValueError, match="does not choose what is imported: pass the pool with --apis"):
+        trial_pool(trials)
+    assert not (tmp_path / "RAN").exists()
+    assert [a.name for a in trial_pool(trials, [f"{planted}:add"])] == ["add"]  # named by the user: imported
