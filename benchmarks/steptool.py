@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -33,7 +34,8 @@ from agents.evaluate import evaluate_model
 from agents.policy import check_model_name
 from toolenv.cli import ArgumentParser
 
-__all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_steptool_table", "main", "run_env_kwargs", "run_steptool"]
+__all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_paired_comparisons", "format_steptool_table", "main", "mcnemar_exact",
+           "paired_bootstrap_ci", "paired_comparisons", "run_env_kwargs", "run_steptool"]
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +288,78 @@ def plot_steptool(results: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs (episodes only one side solves).
+
+    >>> mcnemar_exact(0, 16), mcnemar_exact(4, 8), mcnemar_exact(3, 3)
+    (3.0517578125e-05, 0.3876953125, 1.0)
+    """
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def paired_bootstrap_ci(diffs: Sequence[float], *, resamples: int = 5000, seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap 95 % interval of the mean of paired differences (seeded: the same numbers every run).
+
+    >>> paired_bootstrap_ci([0.0] * 10)
+    (0.0, 0.0)
+    """
+    x = np.asarray(diffs, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _successes(path: Path) -> list[bool]:
+    from agents.rollout import load_trajectories
+
+    return [t.success for t in load_trajectories(path)]
+
+
+def paired_comparisons(out: str | Path, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each algorithm against the warm start, paired over (seed, task) episodes of the same held-out tasks.
+
+    Per algorithm: the mean difference in success, its bootstrap 95 % interval, the episodes only
+    one side solves, and the exact McNemar p-value. The episodes are treated as independent, which
+    understates the spread between seeds (the table's ± std shows that).
+    """
+    out = Path(out)
+    warm = _successes(out / "bc" / "eval" / "trajectories.jsonl")
+    rows = []
+    for algo in results["runs"]:
+        if algo == "bc":
+            continue
+        pairs: list[tuple[bool, bool]] = []
+        for seed in results["preset"]["seeds"]:
+            path = out / algo / f"seed{seed}" / "eval" / "trajectories.jsonl"
+            if path.exists():
+                pairs += list(zip(_successes(path), warm))
+        if not pairs:
+            continue
+        diffs = [float(a) - float(b) for a, b in pairs]
+        only_a = sum(a and not b for a, b in pairs)
+        only_b = sum(b and not a for a, b in pairs)
+        lo, hi = paired_bootstrap_ci(diffs)
+        rows.append({"algorithm": algo, "episodes": len(pairs), "difference": float(np.mean(diffs)), "ci95": (lo, hi),
+                     "only_algorithm": only_a, "only_warm_start": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b)})
+    return rows
+
+
+def format_paired_comparisons(rows: Sequence[dict[str, Any]]) -> str:
+    """The paired comparisons as a Markdown table, saying where a difference is noise."""
+    lines = ["| algorithm − warm start | episodes | success difference (pts) | 95 % interval | only algorithm / only warm start | McNemar p | reading |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lo, hi = r["ci95"]
+        reading = "noise: no difference this run can see" if r["mcnemar_p"] >= 0.05 else ("better" if r["difference"] > 0 else "worse")
+        lines.append(f"| {r['algorithm']} | {r['episodes']} | {100 * r['difference']:+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                     f"{r['only_algorithm']} / {r['only_warm_start']} | {r['mcnemar_p']:.2g} | {reading} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``toolenv bench steptool [--preset cpu|full] [--out DIR] ...``: run and print the table."""
 
@@ -341,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = run_steptool(replace(PRESETS[args.preset], **overrides), args.out)
     print(format_steptool_table(results))
+    comparisons = paired_comparisons(args.out, results)
+    if comparisons:
+        print("\nPaired with the warm start over (seed, task) episodes (bootstrap 95 % interval, exact McNemar test):\n")
+        print(format_paired_comparisons(comparisons))
     total = sum(results["seconds"].values())
     print(f"\n{total / 60:.1f} min; wrote results.json, steptool_table.md and steptool.png to {args.out}")
     return 0
