@@ -35,7 +35,8 @@ from toolenv.cli import ArgumentParser
 from toolenv.protocols import PROTOCOLS
 from toolenv.types import Task, ToolCall
 
-__all__ = ["DEFAULT_PROTOCOLS", "FAMILY_PROTOCOLS", "bench_env", "format_table", "main", "protocols_for"]
+__all__ = ["DEFAULT_PROTOCOLS", "FAMILY_PROTOCOLS", "bench_env", "bench_tool_limits", "format_table", "format_tool_limits",
+           "main", "protocols_for"]
 
 DEFAULT_PROTOCOLS = ("trice", "react", "json")
 #: Protocols of the families whose gold calls need others (by id prefix): APIChain's calls take
@@ -316,8 +317,59 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _add(a: int, b: int) -> int:
+    """Add two numbers.
+
+    Args:
+        a: The first.
+        b: The second.
+    """
+    return a + b
+
+
+def bench_tool_limits(calls: int = 20_000) -> list[dict[str, Any]]:
+    """What each tool time-limit mode costs per call, against the bare function in the same run.
+
+    Modes: ``main thread`` (``SIGALRM`` timer set and cleared around the call, the caller's timer
+    and handler restored, decimal and mpmath state restored), ``other thread`` (the call in a
+    daemon thread with a bounded wait, as servers and thread pools run steps). Each row gives
+    calls per second and the cost per call in microseconds over the bare call.
+    """
+    import threading
+
+    from toolenv.tools import Tool
+
+    tool = Tool(_add, timeout=1.0)
+    call = ToolCall("_add", {"a": 1, "b": 2})
+
+    def rate(fn: Any) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return calls / (time.perf_counter() - start)
+
+    bare = rate(lambda: _add(1, 2))
+    main = rate(lambda: tool(call))
+    box: dict[str, float] = {}
+    worker = threading.Thread(target=lambda: box.update(r=rate(lambda: tool(call))))
+    worker.start()
+    worker.join()
+    rows = [{"mode": "bare function (reference)", "calls_per_s": bare, "overhead_us": 0.0}]
+    for mode, r in (("tool call, main thread (binding, SIGALRM limit, state restored)", main),
+                    ("tool call, other thread (daemon thread + bounded wait)", box["r"])):
+        rows.append({"mode": mode, "calls_per_s": r, "overhead_us": 1e6 * (1 / r - 1 / bare)})
+    return rows
+
+
+def format_tool_limits(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`bench_tool_limits` rows."""
+    lines = ["| tool limit mode | calls/s | cost per call over the bare function |", "|---|---:|---:|"]
+    lines += [f"| {r['mode']} | {r['calls_per_s']:,.0f} | {r['overhead_us']:,.1f} µs |" for r in rows]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``toolenv bench env [--env ID ...] [--protocol P ...] [--episodes N]``: print the table."""
+    """``toolenv bench env [--env ID ...] [--protocol P ...] [--episodes N] [--tool-limits]``: print the table."""
 
     parser = ArgumentParser(prog="toolenv bench env", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--env", action="append", default=[], metavar="ID", help="env id (repeatable; default: every train id)")
@@ -325,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="protocol (repeatable; default: trice, react, json; react, json for APIChain; python, json for BFCL)")
     parser.add_argument("--episodes", type=int, default=5_000, help="scripted episodes per env and protocol")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tool-limits", action="store_true", help="also measure what each tool time-limit mode costs per call")
     args = parser.parse_args(argv)
     from agents.config import usage_error
 
@@ -337,4 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             usage_error(parser, str(e))
     rows = bench_env(args.env or None, protocols=args.protocol or None, episodes=args.episodes, seed=args.seed)
     print(format_table(rows))  # the CLI layer's output
+    if args.tool_limits:
+        print()
+        print(format_tool_limits(bench_tool_limits()))
     return 0

@@ -59,3 +59,12 @@ def test_bfcl_without_the_package_is_skipped_with_a_message(monkeypatch: pytest.
     assert rows == [{"env": "toolenv/BFCL-v0", "protocol": "python",
                      "skipped": "The BFCL envs need the bfcl-eval package: pip install --no-deps bfcl-eval==2026.3.23"}]
     assert "| toolenv/BFCL-v0 | - | skipped: The BFCL envs need the bfcl-eval package" in format_table(rows)
+
+
+def test_tool_limit_modes_are_measured_against_the_bare_function() -> None:
+    from benchmarks.env_speed import bench_tool_limits, format_tool_limits
+
+    rows = bench_tool_limits(calls=200)
+    assert [r["mode"].split(" (")[0] for r in rows] == ["bare function", "tool call, main thread", "tool call, other thread"]
+    assert all(r["calls_per_s"] > 0 for r in rows) and rows[0]["overhead_us"] == 0.0
+    assert "| tool limit mode |" in format_tool_limits(rows)
