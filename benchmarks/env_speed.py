@@ -354,9 +354,16 @@ def bench_tool_limits(calls: int = 20_000) -> list[dict[str, Any]]:
     worker = threading.Thread(target=lambda: box.update(r=rate(lambda: tool(call))))
     worker.start()
     worker.join()
+    isolated_tool = Tool(_add, timeout=1.0, isolate=True)
+    few = max(1, calls // 200)  # a fork per call
+    start = time.perf_counter()
+    for _ in range(few):
+        isolated_tool(call)
+    isolated = few / (time.perf_counter() - start)
     rows = [{"mode": "bare function (reference)", "calls_per_s": bare, "overhead_us": 0.0}]
     for mode, r in (("tool call, main thread (binding, SIGALRM limit, state restored)", main),
-                    ("tool call, other thread (daemon thread + bounded wait)", box["r"])):
+                    ("tool call, other thread (daemon thread + bounded wait)", box["r"]),
+                    ("tool call, isolated (Tool(isolate=True): a forked worker per call)", isolated)):
         rows.append({"mode": mode, "calls_per_s": r, "overhead_us": 1e6 * (1 / r - 1 / bare)})
     return rows
 

@@ -65,6 +65,7 @@ def test_tool_limit_modes_are_measured_against_the_bare_function() -> None:
     from benchmarks.env_speed import bench_tool_limits, format_tool_limits
 
     rows = bench_tool_limits(calls=200)
-    assert [r["mode"].split(" (")[0] for r in rows] == ["bare function", "tool call, main thread", "tool call, other thread"]
+    assert [r["mode"].split(" (")[0] for r in rows] == ["bare function", "tool call, main thread", "tool call, other thread",
+                                                              "tool call, isolated"]
     assert all(r["calls_per_s"] > 0 for r in rows) and rows[0]["overhead_us"] == 0.0
     assert "| tool limit mode |" in format_tool_limits(rows)

@@ -218,3 +218,42 @@ def test_a_trials_file_does_not_choose_what_is_imported(tmp_path: Any) -> None:
         trial_pool(trials)
     assert not (tmp_path / "RAN").exists()
     assert [a.name for a in trial_pool(trials, [f"{planted}:add"])] == ["add"]  # named by the user: imported
+
+
+def _c_level(n: int) -> int:
+    """One long C-level operation (no Python bytecode runs inside it, so SIGALRM waits for it).
+
+    Args:
+        n: How far to sum.
+    """
+    return sum(range(n))
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def bump(self, by: int) -> int:
+        """Add to the counter.
+
+        Args:
+            by: How much.
+        """
+        self.count += by
+        if by < 0:
+            time.sleep(5)  # a call that will be killed
+        return self.count
+
+
+def test_isolation_stops_uninterruptible_work_and_keeps_state_consistent() -> None:
+    tool = Tool(_c_level, timeout=0.3, isolate=True)
+    start = time.monotonic()
+    result = tool(ToolCall("_c_level", {"n": 10**10}))
+    assert not result.ok and result.error == "timeout" and time.monotonic() - start < 2.0
+    assert tool(ToolCall("_c_level", {"n": 10})).output == "45"
+    counter = _Counter()
+    bump = Tool(counter.bump, timeout=0.3, isolate=True)
+    assert bump(ToolCall("bump", {"by": 2})).output == "2" and counter.count == 2  # the worker's effect comes back
+    assert bump(ToolCall("bump", {"by": -1})).error == "timeout" and counter.count == 2  # a killed call changes nothing
+    bad = bump(ToolCall("bump", {"by": "x"}))
+    assert not bad.ok and counter.count == 2

@@ -241,6 +241,11 @@ class Tool:
         description: Overrides the docstring's summary.
         timeout: Wall-clock limit of one call, in seconds.
         max_output_chars: Output longer than this is cut, with a note saying how much was cut.
+        isolate: Run every call in a forked worker process, killed at the time limit: the one mode
+            that also stops work no in-process limit can interrupt (a single C-level operation).
+            A bound method's instance state comes back from the worker after a call that finished,
+            and stays as it was after one that was killed, so the env's state stays consistent.
+            Costs a fork per call (milliseconds); Linux and macOS (``fork``) only.
 
     Example:
         >>> def add(a: int, b: int) -> int:
@@ -268,6 +273,7 @@ class Tool:
         description: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        isolate: bool = False,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"Expected a callable tool, got {type(fn).__name__}.")
@@ -279,6 +285,8 @@ class Tool:
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self.timeout = float(timeout)
         self.max_output_chars = int(max_output_chars)
+        #: Run each call in a forked worker process that is killed at the limit (see :meth:`_run_isolated`).
+        self.isolate = bool(isolate)
         summary, arg_help = _parse_docstring(inspect.getdoc(fn) or "")
         self.description = description or summary
         try:
@@ -351,6 +359,8 @@ class Tool:
         return bound
 
     def _run(self, kwargs: dict[str, Any]) -> Any:
+        if self.isolate:
+            return self._run_isolated(kwargs)
         with process_state_kept():
             if threading.current_thread() is not threading.main_thread():
                 return self._run_in_thread(kwargs)
@@ -368,6 +378,49 @@ class Tool:
                 if caller_remaining > 0:
                     left = caller_remaining - (time.monotonic() - start)
                     signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), caller_interval)
+
+    def _run_isolated(self, kwargs: dict[str, Any]) -> Any:
+        """The call in a forked child: its value (and a bound method's instance state) come back
+        through a pipe; at the limit the child is killed and the call reported as a timeout."""
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        receive, send = ctx.Pipe(duplex=False)
+        owner = getattr(self.fn, "__self__", None)
+
+        def child() -> None:
+            try:
+                value = self.fn(**kwargs)
+                state = vars(owner) if owner is not None and hasattr(owner, "__dict__") else None
+                send.send(("ok", value, state))
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                try:
+                    send.send(("error", e, None))
+                except Exception:
+                    send.send(("error", RuntimeError(f"{type(e).__name__}: {e}"), None))
+            finally:
+                send.close()
+
+        worker = ctx.Process(target=child, daemon=True)
+        worker.start()
+        send.close()
+        try:
+            if not receive.poll(self.timeout):
+                raise ToolTimeout()
+            try:
+                kind, value, state = receive.recv()
+            except (EOFError, OSError):
+                raise RuntimeError(f"{self.name}'s worker process ended without a result (exit code {worker.exitcode}).") from None
+        finally:
+            if worker.is_alive():
+                worker.kill()
+            worker.join(1.0)
+            receive.close()
+        if kind == "error":
+            raise value
+        if state is not None and owner is not None:
+            owner.__dict__.update(state)  # the call's effect on the instance, as if it had run here
+        return value
 
     def _run_in_thread(self, kwargs: dict[str, Any]) -> Any:
         """Off the main thread there is no SIGALRM: the call runs in a daemon thread and the step
