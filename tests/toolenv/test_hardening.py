@@ -257,3 +257,27 @@ def test_isolation_stops_uninterruptible_work_and_keeps_state_consistent() -> No
     assert bump(ToolCall("bump", {"by": -1})).error == "timeout" and counter.count == 2  # a killed call changes nothing
     bad = bump(ToolCall("bump", {"by": "x"}))
     assert not bad.ok and counter.count == 2
+
+
+def _huge(digits: int) -> int:
+    """A number with many digits.
+
+    Args:
+        digits: How many.
+    """
+    return 10 ** digits
+
+
+def test_an_unprintable_return_value_is_text_not_a_raise() -> None:
+    class Broken:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    def broken() -> object:
+        """Return something unprintable."""
+        return Broken()
+
+    out = Tool(_huge)(ToolCall("_huge", {"digits": 5000}))
+    assert not out.ok and out.error == "exception" and "<unprintable int: ValueError" in out.output
+    bad = Tool(broken)(ToolCall("broken", {}))
+    assert not bad.ok and "<unprintable Broken: RuntimeError" in bad.output

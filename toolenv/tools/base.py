@@ -228,6 +228,20 @@ def _coerce(value: Any, schema: Mapping[str, Any], arg: str, tool: str) -> Any:
     return value
 
 
+def _printable(value: Any) -> str:
+    """A return value as text: JSON for plain data, else ``str``; a value that cannot be printed
+    (an int past Python's 4,300-digit limit, a broken ``__str__``) says so instead of raising."""
+    try:
+        if isinstance(value, (dict, list, tuple, int, float, bool)):
+            try:
+                return json.dumps(value, ensure_ascii=False, default=str)
+            except (TypeError, ValueError, RecursionError):
+                pass
+        return str(value)
+    except Exception as e:
+        return f"<unprintable {type(value).__name__}: {type(e).__name__}: {e}>"
+
+
 def _on_alarm(signum: int, frame: Any) -> None:
     raise ToolTimeout()
 
@@ -449,13 +463,8 @@ class Tool:
             text = value
         elif value is None:
             text = ""
-        elif isinstance(value, (dict, list, tuple, int, float, bool)):
-            try:
-                text = json.dumps(value, ensure_ascii=False, default=str)
-            except (TypeError, ValueError):
-                text = str(value)
         else:
-            text = str(value)
+            text = _printable(value)
         if len(text) > self.max_output_chars:
             cut = len(text) - self.max_output_chars
             text = f"{text[: self.max_output_chars]}... [output truncated: {cut} more characters]"
@@ -485,7 +494,11 @@ class Tool:
         if elapsed > self.timeout:
             return ToolResult(False, self._error_text(f"{self.name} timed out after {self.timeout:g} s."),
                               error="timeout", elapsed=elapsed)
-        return ToolResult(True, self.format_output(value), value=value, elapsed=elapsed)
+        text = self.format_output(value)
+        if text.startswith("<unprintable ") and not isinstance(value, str):
+            return ToolResult(False, self._error_text(f"{self.name} returned a value that cannot be shown: {text}"),
+                              error="exception", elapsed=elapsed)
+        return ToolResult(True, text, value=value, elapsed=elapsed)
 
     def _error_text(self, message: str) -> str:
         return self.format_output(f"Error: {message}")
