@@ -281,3 +281,12 @@ def test_an_unprintable_return_value_is_text_not_a_raise() -> None:
     assert not out.ok and out.error == "exception" and "<unprintable int: ValueError" in out.output
     bad = Tool(broken)(ToolCall("broken", {}))
     assert not bad.ok and "<unprintable Broken: RuntimeError" in bad.output
+
+
+def test_an_isolated_tool_keeps_its_mode_in_an_env() -> None:
+    env = gym.make("toolenv/Explore-v0", apis=[Tool(_c_level, isolate=True)], tool_timeout=0.3)
+    env.reset(options={"query": "sum a lot"})
+    assert env.unwrapped.tools["_c_level"].isolate
+    start = time.monotonic()
+    _, _, _, _, info = env.step('Thought: sum.\nAction: _c_level\nAction Input: {"n": 10000000000}')
+    assert not info["calls_ok"][0] and time.monotonic() - start < 2.0

@@ -161,9 +161,9 @@ def _param_extra(schema: Mapping[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------ functions
 def _function_api(fn: Callable[..., Any], source: str, *, name: str | None = None,
-                  description: str | None = None) -> Api:
+                  description: str | None = None, isolate: bool = False) -> Api:
     tool = Tool(fn, name=name, description=description)
-    return Api(tool.name, _doc_of(tool), source, _returns_of(fn), _FunctionTool(fn, tool.name, tool.description))
+    return Api(tool.name, _doc_of(tool), source, _returns_of(fn), _FunctionTool(fn, tool.name, tool.description, isolate))
 
 
 @dataclass(frozen=True)
@@ -173,9 +173,11 @@ class _FunctionTool:
     fn: Callable[..., Any]
     name: str
     description: str
+    isolate: bool = False
 
     def __call__(self, *, timeout: float, max_output_chars: int) -> Tool:
-        return Tool(self.fn, name=self.name, description=self.description, timeout=timeout, max_output_chars=max_output_chars)
+        return Tool(self.fn, name=self.name, description=self.description, timeout=timeout,
+                    max_output_chars=max_output_chars, isolate=self.isolate)
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,8 @@ class _SameTool:
 def _tool_api(tool: Tool) -> Api:
     if type(tool) is not Tool:
         return Api(tool.name, _doc_of(tool), f"custom:{tool.name}", "", _SameTool(tool))
-    return _function_api(tool.fn, _custom_source(tool.fn), name=tool.name, description=tool.description)
+    return _function_api(tool.fn, _custom_source(tool.fn), name=tool.name, description=tool.description,
+                         isolate=tool.isolate)
 
 
 def _doc_of(tool: Tool) -> dict[str, Any]:
