@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from rewards.steps import steptool_code_weighting
+
 __all__ = [
     "AdaptiveKLController",
     "aggregate_loss",
@@ -86,7 +88,7 @@ def place_rewards(
     if code_weights and mode != "step":
         raise ValueError("Expected code_weights only with mode='step' (StepTool weights step scores by position).")
     if code_weights:
-        step_rewards = [[r * (len(rs) - 1 - k) for k, r in enumerate(rs)] for rs in step_rewards]
+        step_rewards = [steptool_code_weighting(rs) for rs in step_rewards]
     out = torch.zeros((len(step_rewards), width))
     for i, (rewards, ends) in enumerate(zip(step_rewards, action_ends)):
         if len(rewards) != len(ends):

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -126,9 +127,11 @@ def save_trajectories(path: str | Path, trajectories: Iterable[Trajectory], *, a
     """Write trajectories as JSON Lines, one per line."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    if append and p.exists() and p.stat().st_size and not p.read_bytes().endswith(b"\n"):
-        with p.open("ab") as f:  # a last record without its newline: end it before appending
-            f.write(b"\n")
+    if append and p.exists() and p.stat().st_size:
+        with p.open("r+b") as f:  # a last record without its newline: end it before appending
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
     with p.open("a" if append else "w", encoding="utf-8") as f:
         for t in trajectories:
             f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")

@@ -65,6 +65,7 @@ __all__ = [
     "rule_judge",
     "run_judge",
     "step_rewards",
+    "steptool_code_weighting",
     "steptool_step_terms",
     "task_status",
 ]
@@ -489,10 +490,20 @@ def step_rewards(
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"Unknown term(s) {unknown} in weights: expected names from {sorted(known)}.{hint}")
     scores = [float(sum(weights.get(k, 0.0) * float(v) for k, v in terms.items() if v)) for terms in step_terms]
-    if steptool_code_weights:
-        n = len(scores)
-        scores = [s * (n - 1 - k) for k, s in enumerate(scores)]
-    return scores
+    return steptool_code_weighting(scores) if steptool_code_weights else scores
+
+
+def steptool_code_weighting(scores: Sequence[float]) -> list[float]:
+    """StepTool's PPO code's weighting of per-step scores: step ``k`` of ``n`` times ``n - 1 - k``.
+
+    ``StepPPOTrainer.compute_rewards`` adds ``score[k] * (len(score) - k - 1)`` to step k's last
+    token, so the last score (the final answer's IsSolved) gets weight 0.
+
+    >>> steptool_code_weighting([0.5, 1.0, 1.0])
+    [1.0, 1.0, 0.0]
+    """
+    n = len(scores)
+    return [float(s) * (n - 1 - k) for k, s in enumerate(scores)]
 
 
 def steptool_step_terms(

@@ -12,7 +12,7 @@ transformers is imported.
 
 from __future__ import annotations
 
-from toolenv.registration import ENV_INFO, EnvInfo, check_env_args, parse_kw, register_env, test_env_of
+from toolenv.registration import ENV_INFO, EnvInfo, check_env_args, held_out_env_of, parse_kw, register_env
 from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText
 from toolenv.types import Task, ToolCall
 
@@ -27,7 +27,7 @@ __all__ = [
     "check_env_args",
     "parse_kw",
     "register_env",
-    "test_env_of",
+    "held_out_env_of",
 ]
 
 __version__ = "0.1.0"

@@ -131,9 +131,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     agent = load_agent(args.agent)
     cfg = config_from_args(agent.Config, args.rest, defaults=agent_defaults(args.agent), prog=f"toolenv train {args.agent}")
     out = agent.train(cfg)
-    from toolenv.registration import test_env_of
+    from toolenv.registration import held_out_env_of
 
-    held_out = [test_env_of(e) for e in cfg.env]
+    held_out = [held_out_env_of(e) for e in cfg.env]
     if held_out == list(cfg.env):
         note = " (no held-out variant of this env is registered: pass one with --env to evaluate on unseen tasks)"
     else:

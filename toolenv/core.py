@@ -8,6 +8,8 @@ parsing, tool dispatch, reward terms, chat messages and episode metrics.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +23,7 @@ from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText
 from toolenv.tools.base import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT_S, Tool, ToolResult, as_tool, did_you_mean
 from toolenv.types import Task, ToolCall
 
-__all__ = ["BASE_REWARD_WEIGHTS", "ToolEnv", "accepted_kwargs", "truncate"]
+__all__ = ["BASE_REWARD_WEIGHTS", "ToolEnv", "accepted_kwargs", "truncate", "unknown_kwarg"]
 
 #: The reward terms of every ToolEnv and their default weights. ``reward = Σ weight × term``.
 BASE_REWARD_WEIGHTS: Mapping[str, float] = {
@@ -38,6 +40,7 @@ BASE_REWARD_WEIGHTS: Mapping[str, float] = {
 STEP_BUDGET_CALLS = 4
 
 
+@functools.cache
 def accepted_kwargs(cls: type) -> frozenset[str] | None:
     """The keyword arguments ``cls(...)`` accepts, or ``None`` when its ``__init__`` takes ``**kwargs``.
 
@@ -45,12 +48,26 @@ def accepted_kwargs(cls: type) -> frozenset[str] | None:
     >>> "level" in accepted_kwargs(MathEnv)
     True
     """
-    import inspect
-
     params = inspect.signature(cls.__init__).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
     return frozenset(p.name for p in params if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def unknown_kwarg(cls: type, kwargs: Mapping[str, Any]) -> str | None:
+    """Why ``cls(**kwargs)`` would fail on a kwarg name (the accepted names, a "Did you mean"), or ``None``.
+
+    >>> from toolenv.envs.math import MathEnv
+    >>> unknown_kwarg(MathEnv, {"levle": 2}).split(" Accepted")[0]
+    "unknown kwarg 'levle'. Did you mean 'level'?"
+    """
+    accepted = accepted_kwargs(cls)
+    if accepted is None:
+        return None
+    for key in kwargs:
+        if key not in accepted:
+            return f"unknown kwarg {key!r}.{did_you_mean(key, accepted)} Accepted: {', '.join(sorted(accepted))}."
+    return None
 
 
 def truncate(text: str, limit: int) -> str:
@@ -139,14 +156,9 @@ class ToolEnv(gym.Env[str, str]):
     def __new__(cls, *args: Any, **kwargs: Any) -> ToolEnv:
         # Checked before any __init__ runs (so before data is read): a misspelt kwarg names the
         # accepted ones, with a "Did you mean", instead of Python's bare TypeError.
-        accepted = accepted_kwargs(cls)
-        if accepted is not None:
-            for key in kwargs:
-                if key not in accepted:
-                    raise TypeError(
-                        f"{cls.__name__} got an unknown kwarg {key!r}.{did_you_mean(key, accepted)} "
-                        f"Accepted: {', '.join(sorted(accepted))}."
-                    )
+        problem = unknown_kwarg(cls, kwargs)
+        if problem is not None:
+            raise TypeError(f"{cls.__name__} got an {problem}")
         return super().__new__(cls)
 
     # ----------------------------------------------------------------- hooks

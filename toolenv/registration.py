@@ -7,7 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 
-__all__ = ["ENV_INFO", "EnvInfo", "check_env_args", "parse_kw", "register_env", "test_env_of"]
+__all__ = ["ENV_INFO", "EnvInfo", "check_env_args", "parse_kw", "register_env", "held_out_env_of"]
 
 
 @dataclass(frozen=True)
@@ -68,18 +68,13 @@ def check_env_args(env_id: str, kwargs: dict[str, Any] | None = None) -> None:
         return
     import importlib
 
+    from toolenv.core import unknown_kwarg
+
     module, name = entry.split(":")
     cls = getattr(importlib.import_module(module), name)
-    from toolenv.core import accepted_kwargs
-
-    accepted = accepted_kwargs(cls) if isinstance(cls, type) else None
-    if accepted is None:
-        return
-    for key in kwargs:
-        if key not in accepted:
-            close = difflib.get_close_matches(key, sorted(accepted), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"Unknown kwarg {key!r} for {env_id}.{hint} Accepted: {', '.join(sorted(accepted))}.")
+    problem = unknown_kwarg(cls, kwargs) if isinstance(cls, type) else None
+    if problem is not None:
+        raise ValueError(f"{problem[0].upper()}{problem[1:]} (env {env_id})")
 
 
 def parse_kw(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -104,10 +99,10 @@ def parse_kw(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def test_env_of(env_id: str) -> str:
+def held_out_env_of(env_id: str) -> str:
     """The held-out variant of a training id when one is registered (``Math-v0`` -> ``Math-Test-v0``), else the id.
 
-    >>> test_env_of("toolenv/APIChain-L1-v1"), test_env_of("toolenv/Math-Test-v0")
+    >>> held_out_env_of("toolenv/APIChain-L1-v1"), held_out_env_of("toolenv/Math-Test-v0")
     ('toolenv/APIChain-L1-Test-v1', 'toolenv/Math-Test-v0')
     """
     if "-Test" in env_id:
