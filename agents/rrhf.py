@@ -12,12 +12,14 @@ tie of scores the SFT target is the gold one):
 - the gold solution played through the env (``include_gold``), as in :mod:`agents.bc`;
 - with ``--data FILE``: trajectories saved by :func:`agents.rollout.save_trajectories` for the
   same ``(env_id, task id)``. Their actions are replayed through the env, so their tokens follow
-  this policy's tokenizer and their tool outputs are real executions;
+  this policy's tokenizer and their tool outputs are real executions. A trajectory whose task has
+  an ``"origin"`` (TRICE's field: which model wrote it, e.g. ``"bc@0.7"``) is logged under it;
 - ``num_samples`` episodes sampled from the current policy on that task (all tasks of a step go
   through one batched :func:`agents.rollout.rollout` call, each env reset with ``{"index": i}``).
 
-TRICE's stage-2 candidates also come from other models (ChatGPT, Alpaca, ...); here they are the
-policy's samples, the gold one and any stored ones (``--data``).
+TRICE's stage-2 candidates also come from other models (ChatGPT, InstructGPT, Vicuna, Alpaca and the
+stage-1 data); here they are the policy's samples, the gold one and any stored ones (``--data``):
+``toolenv bench trice`` stores the base and BC models' samples at several temperatures there.
 
 Score: :func:`rewards.trice_score` over the group (TRICE's execution-feedback ladder 20/15/10/5/0),
 from each candidate's final answer, whether it used a tool, and the last successful tool output
@@ -276,7 +278,7 @@ class Candidates:
                 sources.append("gold")
             for stored in self.stored.get((env_id, str(self.task(env_id, index)["id"])), []):
                 trajs.append(scripted_trajectory(env, stored.actions, self.tokenizer, options={"index": index}, env_id=env_id))
-                sources.append("data")
+                sources.append(str(stored.task.get("origin") or "data"))
             self._fixed[key] = (trajs, sources)
         trajs, sources = self._fixed[key]
         return list(trajs), list(sources)
@@ -352,9 +354,12 @@ def train(cfg: Config) -> Path:
         all_stats: list[dict[str, float]] = []
         all_scores: list[float] = []
         sampled_success: list[bool] = []
+        source_scores: dict[str, list[float]] = {}
         for g, group in enumerate(groups):
             scores = group.scores()
             all_scores.extend(scores)
+            for source, score in zip(group.sources, scores):
+                source_scores.setdefault(source, []).append(score)
             sampled_success.extend(t.success for t, s in zip(group.candidates, group.sources) if s == "sample")
             sync = contextlib.nullcontext() if g == len(groups) - 1 else accelerator.no_sync(scorer)
             with sync:
@@ -389,6 +394,8 @@ def train(cfg: Config) -> Path:
                 writer.add_scalar("rewards/sample_success_rate", float(np.mean(sampled_success)), step + 1)
             writer.add_scalar("charts/pairs_violated", mean["pairs_violated"], step + 1)
             writer.add_scalar("charts/candidates_per_task", len(all_scores) / len(groups), step + 1)
+            for source, values in source_scores.items():
+                writer.add_scalar(f"rewards/trice_score/{source}", float(np.mean(values)), step + 1)
             writer.add_scalar("charts/learning_rate", scheduler.get_last_lr()[0], step + 1)
 
         # 3e. checkpoint

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -32,10 +31,19 @@ from agents import bc
 from agents.config import check_out_dir, check_positive, usage_error
 from agents.evaluate import evaluate_model
 from agents.policy import check_model_name
+from benchmarks.stats import (
+    COMPARISON_HEADER,
+    Comparison,
+    bootstrap_ci,
+    claim_line,
+    compare,
+    format_ci,
+    format_comparison,
+)
 from toolenv.cli import ArgumentParser
 
-__all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_paired_comparisons", "format_steptool_table", "main", "mcnemar_exact",
-           "paired_bootstrap_ci", "paired_comparisons", "run_env_kwargs", "run_steptool"]
+__all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_paired_comparisons", "format_steptool_table", "main",
+           "paired_comparisons", "run_env_kwargs", "run_steptool"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +232,13 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
             results["curves"][algo].append(_training_curve(model_dir))
         results["seconds"][algo] = time.perf_counter() - start
 
-    # 3. the table, the numbers, the plot
+    # 3. intervals and paired comparisons; the table, the numbers, the plot
+    results["success_ci"] = {}
+    for algo in results["runs"]:
+        outcomes = _outcomes(out, results, algo)
+        if outcomes is not None:
+            results["success_ci"][algo] = list(bootstrap_ci(outcomes[1]))
+    results["comparisons"] = paired_comparisons(out, results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "steptool_table.md").write_text(format_steptool_table(results) + "\n")
     plot_steptool(results, out / "steptool.png")
@@ -240,12 +254,14 @@ def format_steptool_table(results: dict[str, Any]) -> str:
     """One row per algorithm: success, call success, mean reward terms (mean ± std over seeds)."""
     runs: dict[str, list[dict[str, float]]] = results["runs"]
     terms = sorted({k for ms in runs.values() for m in ms for k in m if k.startswith("reward/")})
-    head = "| algorithm | samples | success % | call success % | turns | " + " | ".join(t[len("reward/"):] for t in terms) + " |"
-    lines = [head, "|---|---:|---:|---:|---:|" + "---:|" * len(terms)]
+    head = ("| algorithm | samples | success % [95 % CI] | success % (mean ± std over seeds) | call success % | turns | "
+            + " | ".join(t[len("reward/"):] for t in terms) + " |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|" + "---:|" * len(terms)]
     samples = results["preset"]["samples"]
     for algo, ms in runs.items():
+        ci = results.get("success_ci", {}).get(algo)
         cells = [
-            algo, "0 (warm start)" if algo == "bc" else str(samples), _mean_std([m["accuracy"] for m in ms]),
+            algo, "0 (warm start)" if algo == "bc" else str(samples), format_ci(*ci) if ci else "–", _mean_std([m["accuracy"] for m in ms]),
             _mean_std([m["call_success_rate"] for m in ms]), f"{np.mean([m['mean_turns'] for m in ms]):.2f}",
         ]
         cells += [f"{np.mean([m.get(t, 0.0) for m in ms]):.3f}" for t in terms]
@@ -253,7 +269,10 @@ def format_steptool_table(results: dict[str, Any]) -> str:
     p = results["preset"]
     lines.append("")
     lines.append(f"Greedy evaluation on the first {p['eval_episodes']} tasks of {p['test_env']}; trained on {p['train_env']} "
-                 f"({json.dumps(results.get('env_kwargs', p.get('env_kwargs')) or {})}) from one BC warm start; {len(p['seeds'])} seed(s); model {p['model']}.")
+                 f"({json.dumps(results.get('env_kwargs', p.get('env_kwargs')) or {})}) from one BC warm start; {len(p['seeds'])} seed(s); model {p['model']}. "
+                 "Intervals: bootstrap over held-out tasks and seeds.")
+    if results.get("comparisons"):
+        lines += ["", format_paired_comparisons(results["comparisons"])]
     return "\n".join(lines)
 
 
@@ -288,75 +307,65 @@ def plot_steptool(results: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def mcnemar_exact(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant pairs (episodes only one side solves).
-
-    >>> mcnemar_exact(0, 16), mcnemar_exact(4, 8), mcnemar_exact(3, 3)
-    (3.0517578125e-05, 0.3876953125, 1.0)
-    """
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    k = min(only_a, only_b)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
-
-
-def paired_bootstrap_ci(diffs: Sequence[float], *, resamples: int = 5000, seed: int = 0) -> tuple[float, float]:
-    """A percentile bootstrap 95 % interval of the mean of paired differences (seeded: the same numbers every run).
-
-    >>> paired_bootstrap_ci([0.0] * 10)
-    (0.0, 0.0)
-    """
-    x = np.asarray(diffs, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def _successes(path: Path) -> list[bool]:
+def _successes(path: Path) -> dict[str, float]:
     from agents.rollout import load_trajectories
 
-    return [t.success for t in load_trajectories(path)]
+    return {str(t.task.get("id")): float(t.success) for t in load_trajectories(path)}
+
+
+def _outcomes(out: Path, results: dict[str, Any], algo: str) -> tuple[list[str], np.ndarray] | None:
+    """``(task ids, [seeds, tasks] successes)`` of an algorithm's held-out episodes (the warm start: one row)."""
+    paths = ([out / "bc" / "eval" / "trajectories.jsonl"] if algo == "bc"
+             else [out / algo / f"seed{s}" / "eval" / "trajectories.jsonl" for s in results["preset"]["seeds"]])
+    rows = [_successes(p) for p in paths if p.exists()]
+    if not rows:
+        return None
+    ids = sorted(set.intersection(*(set(r) for r in rows)))
+    return ids, np.array([[r[i] for i in ids] for r in rows])
 
 
 def paired_comparisons(out: str | Path, results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each algorithm against the warm start, paired over (seed, task) episodes of the same held-out tasks.
+    """Each algorithm against the warm start, and step-PPO against final-reward PPO, paired on the same held-out tasks.
 
-    Per algorithm: the mean difference in success, its bootstrap 95 % interval, the episodes only
-    one side solves, and the exact McNemar p-value. The episodes are treated as independent, which
-    understates the spread between seeds (the table's ± std shows that).
+    Outcomes are ``[seeds, tasks]``; the warm start (one model) is paired with every seed of the
+    other. The interval resamples seeds and tasks (:func:`benchmarks.stats.compare`); the
+    McNemar test pools the (seed, task) pairs, which treats them as independent.
     """
     out = Path(out)
-    warm = _successes(out / "bc" / "eval" / "trajectories.jsonl")
+    warm = _outcomes(out, results, "bc")
     rows = []
-    for algo in results["runs"]:
-        if algo == "bc":
+    pairs = [(algo, "bc") for algo in results["runs"] if algo != "bc"]
+    if "step-ppo" in results["runs"] and "ppo" in results["runs"]:
+        pairs.append(("step-ppo", "ppo"))
+    for a, b in pairs:
+        oa, ob = _outcomes(out, results, a), (warm if b == "bc" else _outcomes(out, results, b))
+        if oa is None or ob is None:
             continue
-        pairs: list[tuple[bool, bool]] = []
-        for seed in results["preset"]["seeds"]:
-            path = out / algo / f"seed{seed}" / "eval" / "trajectories.jsonl"
-            if path.exists():
-                pairs += list(zip(_successes(path), warm))
-        if not pairs:
-            continue
-        diffs = [float(a) - float(b) for a, b in pairs]
-        only_a = sum(a and not b for a, b in pairs)
-        only_b = sum(b and not a for a, b in pairs)
-        lo, hi = paired_bootstrap_ci(diffs)
-        rows.append({"algorithm": algo, "episodes": len(pairs), "difference": float(np.mean(diffs)), "ci95": (lo, hi),
-                     "only_algorithm": only_a, "only_warm_start": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b)})
+        ids = sorted(set(oa[0]) & set(ob[0]))
+        xa = oa[1][:, [oa[0].index(i) for i in ids]]
+        xb = ob[1][:, [ob[0].index(i) for i in ids]]
+        if xb.shape[0] == 1:
+            xb = np.repeat(xb, xa.shape[0], axis=0)
+        if xa.shape != xb.shape:  # unequal seed counts: compare seed means per task
+            xa, xb = xa.mean(axis=0), xb.mean(axis=0)
+        rows.append(compare(xa, xb, names=(a, "warm start" if b == "bc" else b)).as_dict())
     return rows
 
 
 def format_paired_comparisons(rows: Sequence[dict[str, Any]]) -> str:
-    """The paired comparisons as a Markdown table, saying where a difference is noise."""
-    lines = ["| algorithm − warm start | episodes | success difference (pts) | 95 % interval | only algorithm / only warm start | McNemar p | reading |",
-             "|---|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        lo, hi = r["ci95"]
-        reading = "noise: no difference this run can see" if r["mcnemar_p"] >= 0.05 else ("better" if r["difference"] > 0 else "worse")
-        lines.append(f"| {r['algorithm']} | {r['episodes']} | {100 * r['difference']:+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
-                     f"{r['only_algorithm']} / {r['only_warm_start']} | {r['mcnemar_p']:.2g} | {reading} |")
+    """The paired comparisons as a Markdown table, saying where a difference is noise, then the claim lines."""
+    lines = [COMPARISON_HEADER]
+    comps = [Comparison(r["a"], r["b"], r["n"], r["difference"], r["ci95"][0], r["ci95"][1], r["p"], r["test"], r["only_a"], r["only_b"])
+             for r in rows]
+    lines += [format_comparison(c) for c in comps]
+    claims = []
+    for c in comps:
+        if c.b == "warm start":
+            claims.append(claim_line(f"{c.a} improves on its behaviour-cloning warm start", c, source="StepTool, Table 2 (SFT row)"))
+        elif (c.a, c.b) == ("step-ppo", "ppo"):
+            claims.append(claim_line("Step-grained rewards beat a final reward (step-PPO over PPO)", c, source="StepTool, Table 2"))
+    if claims:
+        lines += ["", "Claims at 95 % confidence:", *claims]
     return "\n".join(lines)
 
 
@@ -415,10 +424,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = run_steptool(replace(PRESETS[args.preset], **overrides), args.out)
     print(format_steptool_table(results))
-    comparisons = paired_comparisons(args.out, results)
-    if comparisons:
-        print("\nPaired with the warm start over (seed, task) episodes (bootstrap 95 % interval, exact McNemar test):\n")
-        print(format_paired_comparisons(comparisons))
     total = sum(results["seconds"].values())
     print(f"\n{total / 60:.1f} min; wrote results.json, steptool_table.md and steptool.png to {args.out}")
     return 0

@@ -43,19 +43,13 @@ def test_bench_steptool_tiny(tmp_path: Path) -> None:
     for algo in algorithms:
         assert f"| {algo} | 8 |" in result.stdout
     assert (out / "steptool.png").stat().st_size > 0
-    # each algorithm against the warm start, paired over the same held-out episodes
-    assert "Paired with the warm start" in result.stdout
+    # each algorithm against the warm start and step-PPO against PPO, paired on the same held-out tasks, with claims
     for algo in algorithms:
-        assert f"| {algo} | 3 |" in result.stdout
-
-
-def test_paired_statistics_by_hand() -> None:
-    from benchmarks.steptool import mcnemar_exact, paired_bootstrap_ci
-
-    # 2 discordant pairs, both one way: p = 2 * (1/2)^2 = 0.5
-    assert mcnemar_exact(2, 0) == 0.5 and mcnemar_exact(0, 0) == 1.0
-    lo, hi = paired_bootstrap_ci([1.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0, 1.0])
-    assert lo < 0.25 < hi and paired_bootstrap_ci([1.0, 0.0] * 5) == paired_bootstrap_ci([1.0, 0.0] * 5)
+        assert f"| {algo} − warm start | 3 |" in result.stdout
+    assert "| step-ppo − ppo | 3 |" in result.stdout and "Step-grained rewards beat a final reward" in result.stdout
+    assert {c["a"] for c in results["comparisons"]} == set(algorithms)
+    lo, hi = results["success_ci"]["bc"][1:]
+    assert 0.0 <= lo <= results["runs"]["bc"][0]["accuracy"] <= hi <= 1.0
 
 
 def _episode_return(env_kwargs: dict, actions: list[str]) -> tuple[float, bool]:

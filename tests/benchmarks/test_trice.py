@@ -23,16 +23,24 @@ def test_bench_trice_tiny(tmp_path: Path) -> None:
     cmd = [
         sys.executable, "-m", "toolenv.cli", "bench", "trice", "--model", str(model_dir), "--out", str(out),
         "--train-env", "toolenv/Math-v0", "--test-env", "toolenv/Math-Test-v0", "--bc-steps", "3",
-        "--rrhf-steps", "1", "--eval-episodes", "3", "--demos-per-env", "8", "--device", "cpu",
+        "--rrhf-steps", "1", "--eval-episodes", "3", "--demos-per-env", "8", "--rrhf-tasks-per-env", "2", "--device", "cpu",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| Math | " in result.stdout and "zero-shot acc | zero-shot tool | bc acc" in result.stdout
+    assert "| Accuracy % [95 % CI] | zero-shot | bc | rrhf |" in result.stdout and "| Math | " in result.stdout
+    assert "| bc − zero-shot (accuracy) | 3 |" in result.stdout and "TRICE's claims at 95 % confidence:" in result.stdout
     results = json.loads((out / "results.json").read_text())
     assert set(results["stages"]) == {"zero-shot", "bc", "rrhf"}
     for stage in results["stages"].values():
         assert stage["toolenv/Math-Test-v0"]["episodes"] == 3
+    # stage-1 data TRICE's way: 8 questions answered by the base model, each kept or given the gold call
+    [counts] = results["stage1"].values()
+    assert counts["questions"] == 8 and counts["right"] + counts["wrong"] + counts["no_gold"] == 8
+    # stage-2 candidates from the base and BC models at every temperature of the preset
+    assert set(results["stage2_candidates"]) == {"base@0.7", "base@1", "bc@0.7", "bc@1"}
+    split = results["analysis"]["split"]
+    assert split["base_right"] + split["base_wrong"] == 3
     assert (out / "trice.png").stat().st_size > 0 and (out / "trice_table.md").exists()
     # a second run finds every stage done and only re-prints the table
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
