@@ -8,7 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.stats import bootstrap_ci, claim_line, compare, mcnemar_exact, paired_bootstrap_ci, permutation_p, unpaired_compare
+from benchmarks.stats import (
+    bootstrap_ci,
+    claim_line,
+    compare,
+    mcnemar_exact,
+    paired_bootstrap_ci,
+    permutation_p,
+    unpaired_compare,
+)
 
 
 def test_mcnemar_equals_the_binomial_tail() -> None:
