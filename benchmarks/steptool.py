@@ -89,6 +89,14 @@ class StepToolPreset:
     gamma: float = 1.0
     lam: float = 1.0
     lora_r: int = 16
+    # The proxy scale (benchmarks.proxy): a tiny model built in the run, warm-started on a noisy expert,
+    # evaluated by sampling the same episodes for every model.
+    proxy: bool = False
+    bc_data: str = "gold"  # "gold": gold call sequences; "noisy" / "noisy-calls": the noisy expert, with wrong calls too (benchmarks.proxy)
+    bc_lr: float = 3e-4
+    bc_lora_r: int | None = None  # None: lora_r; 0 trains every weight
+    budgets: tuple[int, ...] = ()  # smaller sample budgets also run (rows "ppo@64"): how fast each algorithm learns
+    eval_sampled: bool = False  # sampled evaluation (temperature 1, eval_episodes over the tasks in turn) instead of greedy
     # "steptool": PPO and step-PPO as StepTool's code runs them (agents.ppo.STEPTOOL_SETTING: step k's
     # score x (n-1-k), IsSolved-only final reward, GAE through observation tokens, adaptive KL from 0.3,
     # vf_coef 0.1, 4 epochs) and DPO with ETO's pairs. "toolenv" (the CPU preset): this suite's defaults
@@ -104,6 +112,13 @@ PRESETS: dict[str, StepToolPreset] = {
     # every algorithm end to end at the smallest sizes: one iteration of 4 episodes each, 2 test tasks
     "smoke": StepToolPreset(samples=4, episodes_per_iteration=4, bc_steps=2, bc_batch_size=2, demos=8, eval_episodes=2,
                             eval_batch_size=2, max_new_tokens=24, dpo_pairs_per_task=1, lora_r=4),
+    # every algorithm at equal samples on a model small enough for 5 seeds on 2 cores (benchmarks.proxy); the
+    # learning rate, samples and warm start were chosen with tests/agents/test_learning.py on the same four tasks
+    "proxy": StepToolPreset(model="proxy", proxy=True, train_env="toolenv/APIChain-L1-v1", test_env="toolenv/APIChain-L1-v1",
+                            env_kwargs={"size": 4, "protocol": "trice"}, seeds=(0, 1, 2, 3, 4), bc_steps=60, bc_batch_size=8, bc_lr=3e-3,
+                            bc_lora_r=0, bc_data="noisy-calls", samples=240, episodes_per_iteration=8, ppo_epochs=2, eval_episodes=128,
+                            eval_batch_size=128, eval_sampled=True, budgets=(64,), temperature=1.0, max_new_tokens=16, lr=1e-3, gamma=0.99, lam=0.95,
+                            lora_r=8, dpo_pairs_per_task=2),
     "full": StepToolPreset(train_env="toolenv/APIChain-v1", test_env="toolenv/APIChain-Test-v1", env_kwargs={}, seeds=(0, 1, 2), bc_steps=1000,
                            bc_batch_size=32, demos=20_000, samples=20_000, episodes_per_iteration=64, ppo_epochs=2, dpo_pairs_per_task=4,
                            eval_episodes=1000, eval_batch_size=64, temperature=1.0, max_new_tokens=128, lora_r=64, gamma=0.99,
@@ -176,6 +191,11 @@ def _evaluate(model: Path, preset: StepToolPreset, env_kwargs: dict[str, Any], o
     path = out / "metrics.json"
     if path.exists():
         return json.loads(path.read_text())[preset.test_env]
+    if preset.eval_sampled:
+        from benchmarks.proxy import sampled_evaluation
+
+        return sampled_evaluation(model, preset.test_env, dict(env_kwargs), episodes=preset.eval_episodes,
+                                  max_new_tokens=preset.max_new_tokens, out_dir=out)[preset.test_env]
     metrics = evaluate_model(str(model), [preset.test_env], episodes=preset.eval_episodes, out_dir=out,
                              batch_size=preset.eval_batch_size, max_new_tokens=preset.max_new_tokens, env_kwargs=dict(env_kwargs))
     return metrics[preset.test_env]
@@ -207,29 +227,48 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
     env_kwargs = run_env_kwargs(preset)  # the same envs and reward weights for every run
     results: dict[str, Any] = {"preset": asdict(preset), "env_kwargs": env_kwargs, "runs": {}, "curves": {}, "seconds": {}}
 
-    # 1. the warm start: behaviour cloning on gold call sequences, evaluated like every algorithm
+    # 1. the warm start: behaviour cloning on gold call sequences (or the proxy's noisy expert), evaluated like every algorithm
     bc_dir = out / "bc" / "model"
     start = time.perf_counter()
+    model = preset.model
+    if preset.proxy:
+        from benchmarks.proxy import build_proxy_model
+
+        model = str(out / "base")
+        if not (out / "base" / "config.json").exists():
+            build_proxy_model(out / "base", preset.train_env, {k: v for k, v in env_kwargs.items() if k != "reward_weights"})
     if not (bc_dir / "toolenv_policy.json").exists():
-        bc.train(bc.Config(model=preset.model, env=[preset.train_env], env_kwargs=dict(env_kwargs), out=str(bc_dir), max_steps=preset.bc_steps,
-                           batch_size=preset.bc_batch_size, demos_per_env=preset.demos, lora_r=preset.lora_r,
-                           lora_alpha=2 * preset.lora_r, lr=3e-4, save_every=max(10, preset.bc_steps // 3)))
+        data = None
+        if preset.bc_data in ("noisy", "noisy-calls"):
+            from agents.policy import Policy
+            from agents.rollout import save_trajectories
+            from benchmarks.proxy import noisy_expert
+
+            tokenizer = Policy.load(model, device="cpu", trainable=False).tokenizer
+            data = str(save_trajectories(out / "bc" / "noisy_expert.jsonl", noisy_expert(preset.train_env, dict(env_kwargs), tokenizer,
+                                                                                                   wrong_call=preset.bc_data == "noisy-calls")))
+        bc_r = preset.lora_r if preset.bc_lora_r is None else preset.bc_lora_r
+        bc.train(bc.Config(model=model, env=[preset.train_env], env_kwargs=dict(env_kwargs), out=str(bc_dir), max_steps=preset.bc_steps,
+                           batch_size=preset.bc_batch_size, demos_per_env=preset.demos, lora_r=bc_r, lora_alpha=max(1, 2 * bc_r),
+                           lr=preset.bc_lr, data=data, successful_only=data is None, seed=0, save_every=max(10, preset.bc_steps // 3)))
     results["runs"]["bc"] = [_evaluate(bc_dir, preset, env_kwargs, out / "bc" / "eval")]
     results["seconds"]["bc"] = time.perf_counter() - start
 
     # 2. every algorithm from the same warm start, the same samples, each seed
     for algo in preset.algorithms:
         start = time.perf_counter()
-        results["runs"][algo], results["curves"][algo] = [], []
-        for seed in preset.seeds:
-            run = out / algo / f"seed{seed}"
-            model_dir = run / "model"
-            if not (model_dir / "toolenv_policy.json").exists():
-                logger.info("%s seed %d: training on %d samples", algo, seed, preset.samples)
-                module, cfg = _agent_config(algo, preset, env_kwargs, bc_dir, model_dir, seed)
-                module.train(cfg)
-            results["runs"][algo].append(_evaluate(model_dir, preset, env_kwargs, run / "eval"))
-            results["curves"][algo].append(_training_curve(model_dir))
+        for budget in (*(b for b in preset.budgets if b < preset.samples), preset.samples):
+            key = _run_key(algo, budget, preset)
+            results["runs"][key], results["curves"][key] = [], []
+            for seed in preset.seeds:
+                run = _run_dir(out, key, seed)
+                model_dir = run / "model"
+                if not (model_dir / "toolenv_policy.json").exists():
+                    logger.info("%s seed %d: training on %d samples", algo, seed, budget)
+                    module, cfg = _agent_config(algo, replace(preset, samples=budget), env_kwargs, bc_dir, model_dir, seed)
+                    module.train(cfg)
+                results["runs"][key].append(_evaluate(model_dir, preset, env_kwargs, run / "eval"))
+                results["curves"][key].append(_training_curve(model_dir))
         results["seconds"][algo] = time.perf_counter() - start
 
     # 3. intervals and paired comparisons; the table, the numbers, the plot
@@ -261,14 +300,17 @@ def format_steptool_table(results: dict[str, Any]) -> str:
     for algo, ms in runs.items():
         ci = results.get("success_ci", {}).get(algo)
         cells = [
-            algo, "0 (warm start)" if algo == "bc" else str(samples), format_ci(*ci) if ci else "–", _mean_std([m["accuracy"] for m in ms]),
+            algo, "0 (warm start)" if algo == "bc" else (algo.partition("@")[2] or str(samples)), format_ci(*ci) if ci else "–", _mean_std([m["accuracy"] for m in ms]),
             _mean_std([m["call_success_rate"] for m in ms]), f"{np.mean([m['mean_turns'] for m in ms]):.2f}",
         ]
         cells += [f"{np.mean([m.get(t, 0.0) for m in ms]):.3f}" for t in terms]
         lines.append("| " + " | ".join(cells) + " |")
     p = results["preset"]
     lines.append("")
-    lines.append(f"Greedy evaluation on the first {p['eval_episodes']} tasks of {p['test_env']}; trained on {p['train_env']} "
+    evaluation = (f"Sampled evaluation (temperature 1, the same {p['eval_episodes']} episodes for every model: the training tasks in turn, "
+                  f"fixed seeds) on {p['test_env']}, a measure of optimisation, not of generalisation"
+                  if p.get("eval_sampled") else f"Greedy evaluation on the first {p['eval_episodes']} tasks of {p['test_env']}")
+    lines.append(f"{evaluation}; trained on {p['train_env']} "
                  f"({json.dumps(results.get('env_kwargs', p.get('env_kwargs')) or {})}) from one BC warm start; {len(p['seeds'])} seed(s); model {p['model']}. "
                  "Intervals: bootstrap over held-out tasks and seeds.")
     if results.get("comparisons"):
@@ -277,28 +319,36 @@ def format_steptool_table(results: dict[str, Any]) -> str:
 
 
 def plot_steptool(results: dict[str, Any], path: str | Path) -> Path:
-    """Training success against env samples per algorithm, with held-out success as markers."""
+    """Training success against env samples per algorithm (mean over seeds), with evaluated success and its 95 % interval as markers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     samples = results["preset"]["samples"]
+    where = "sampled" if results["preset"].get("eval_sampled") else "held-out"
     bc_success = 100 * results["runs"]["bc"][0]["accuracy"]
-    ax.axhline(bc_success, color="gray", linestyle=":", label=f"BC warm start (held-out {bc_success:.0f}%)")
-    for k, algo in enumerate(a for a in results["runs"] if a != "bc"):
-        color = f"C{k}"
-        for curve in results["curves"].get(algo, []):
-            if curve:
-                xs, ys = zip(*curve)
-                # runs from one warm start and seed share their first batch: styles keep them apart
-                ax.plot(xs, [100 * y for y in ys], color=color, alpha=0.7, linestyle=("-", "--", "-.", ":")[k % 4], marker=".")
-        held_out = [100 * m["accuracy"] for m in results["runs"][algo]]
-        ax.scatter([samples] * len(held_out), held_out, color=color, marker="o", zorder=3, label=f"{algo} (held-out)")
+    ax.axhline(bc_success, color="gray", linestyle=":", label=f"BC warm start ({where} {bc_success:.0f}%)")
+    algos = [a for a in results["runs"] if a != "bc" and "@" not in a]
+    cis = results.get("success_ci", {})
+    for k, algo in enumerate(algos):
+        color, style = f"C{k}", ("-", "--", "-.", ":")[k % 4]
+        curves = [dict(c) for c in results["curves"].get(algo, []) if c]
+        if curves:  # the seeds share their x points (episodes after each iteration)
+            xs = sorted(set.intersection(*(set(c) for c in curves)))
+            ax.plot(xs, [100 * float(np.mean([c[x] for c in curves])) for x in xs], color=color, linestyle=style, alpha=0.6, marker=".")
+        for key in [a for a in results["runs"] if a.partition("@")[0] == algo]:
+            budget = int(key.partition("@")[2] or samples)
+            mean = 100 * float(np.mean([m["accuracy"] for m in results["runs"][key]]))
+            lo, hi = (100 * cis[key][1], 100 * cis[key][2]) if key in cis else (mean, mean)
+            ax.errorbar([budget + (k - len(algos) / 2) * samples / 120], [mean], yerr=[[mean - lo], [hi - mean]], color=color, marker="o",
+                        capsize=3, zorder=3, label=f"{algo} ({where}, 95 % CI)" if key == algo else None)
+    seeds = len(results["preset"]["seeds"])
     ax.set_xlabel("env samples (episodes)")
     ax.set_ylabel("success rate (%)")
-    ax.set_title("StepTool comparison: training success vs samples")
+    ax.set_title(f"StepTool comparison: training success (lines, mean of {seeds} seed(s)) and evaluation (markers)")
+    ax.title.set_fontsize(9)
     ax.set_ylim(-2, 102)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -308,15 +358,32 @@ def plot_steptool(results: dict[str, Any], path: str | Path) -> Path:
 
 
 def _successes(path: Path) -> dict[str, float]:
+    """Success per episode, keyed ``"{task id}#{k}"`` for the k-th episode of that task (sampled evaluation repeats tasks)."""
     from agents.rollout import load_trajectories
 
-    return {str(t.task.get("id")): float(t.success) for t in load_trajectories(path)}
+    seen: dict[str, int] = {}
+    out = {}
+    for t in load_trajectories(path):
+        task = str(t.task.get("id"))
+        out[f"{task}#{seen.get(task, 0)}"] = float(t.success)
+        seen[task] = seen.get(task, 0) + 1
+    return out
+
+
+def _run_key(algo: str, budget: int, preset: StepToolPreset) -> str:
+    """``"ppo"`` at the preset's sample budget, ``"ppo@64"`` at a smaller one."""
+    return algo if budget == preset.samples else f"{algo}@{budget}"
+
+
+def _run_dir(out: Path, key: str, seed: int) -> Path:
+    algo, _, budget = key.partition("@")
+    return out / algo / (f"samples{budget}" if budget else "") / f"seed{seed}"
 
 
 def _outcomes(out: Path, results: dict[str, Any], algo: str) -> tuple[list[str], np.ndarray] | None:
     """``(task ids, [seeds, tasks] successes)`` of an algorithm's held-out episodes (the warm start: one row)."""
     paths = ([out / "bc" / "eval" / "trajectories.jsonl"] if algo == "bc"
-             else [out / algo / f"seed{s}" / "eval" / "trajectories.jsonl" for s in results["preset"]["seeds"]])
+             else [_run_dir(out, algo, s) / "eval" / "trajectories.jsonl" for s in results["preset"]["seeds"]])
     rows = [_successes(p) for p in paths if p.exists()]
     if not rows:
         return None
@@ -334,9 +401,12 @@ def paired_comparisons(out: str | Path, results: dict[str, Any]) -> list[dict[st
     out = Path(out)
     warm = _outcomes(out, results, "bc")
     rows = []
-    pairs = [(algo, "bc") for algo in results["runs"] if algo != "bc"]
-    if "step-ppo" in results["runs"] and "ppo" in results["runs"]:
-        pairs.append(("step-ppo", "ppo"))
+    pairs = [(key, "bc") for key in results["runs"] if key != "bc"]
+    for key in results["runs"]:  # step-PPO against every other algorithm at the same budget (StepTool's table)
+        algo, at, budget = key.partition("@")
+        if algo == "step-ppo":
+            pairs += [(key, other) for other in results["runs"]
+                      if other not in ("bc", key) and other.partition("@")[2] == budget and other.partition("@")[0] != "step-ppo"]
     for a, b in pairs:
         oa, ob = _outcomes(out, results, a), (warm if b == "bc" else _outcomes(out, results, b))
         if oa is None or ob is None:
@@ -362,8 +432,12 @@ def format_paired_comparisons(rows: Sequence[dict[str, Any]]) -> str:
     for c in comps:
         if c.b == "warm start":
             claims.append(claim_line(f"{c.a} improves on its behaviour-cloning warm start", c, source="StepTool, Table 2 (SFT row)"))
-        elif (c.a, c.b) == ("step-ppo", "ppo"):
-            claims.append(claim_line("Step-grained rewards beat a final reward (step-PPO over PPO)", c, source="StepTool, Table 2"))
+        elif c.a.partition("@")[0] == "step-ppo":
+            budget = f" at {c.a.partition('@')[2]} samples" if "@" in c.a else ""
+            other = c.b.partition("@")[0]
+            text = (f"Step-grained rewards beat a final reward (step-PPO over PPO{budget})" if other == "ppo"
+                    else f"Step-PPO beats {other.upper()}{budget}")
+            claims.append(claim_line(text, c, source="StepTool, Table 2"))
     if claims:
         lines += ["", "Claims at 95 % confidence:", *claims]
     return "\n".join(lines)
@@ -373,7 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``toolenv bench steptool [--preset cpu|full] [--out DIR] ...``: run and print the table."""
 
     parser = ArgumentParser(prog="toolenv bench steptool", description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~20 min on 2 cores; smoke: every algorithm for one iteration (a few minutes on a tiny model); full: for a GPU")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="cpu: ~20 min on 2 cores; proxy: a tiny model built in the run, 5 seeds of every algorithm (~15 min); "
+                                                                          "smoke: every algorithm for one iteration; full: for a GPU")
     parser.add_argument("--out", default="runs/steptool", help="output directory (an interrupted run continues here)")
     parser.add_argument("--model", default=None, help="base model (default: smollm2-135m)")
     parser.add_argument("--train-env", default=None, help="training env id (preset cpu: toolenv/APIChain-L1-v1; full: toolenv/APIChain-v1)")
@@ -390,12 +465,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per action at most (preset cpu: 48)")
     parser.add_argument("--setting", choices=["toolenv", "steptool"], default=None,
                         help="PPO/step-PPO/DPO as this suite runs them, or as StepTool's code does (preset cpu: toolenv; full: steptool)")
+    parser.add_argument("--bc-data", choices=["gold", "noisy", "noisy-calls"], default=None,
+                        help="warm-start data: gold call sequences, or the noisy expert with wrong answers (and wrong calls) (preset proxy: noisy-calls)")
     parser.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg of the train and test envs (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
                                  if k in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "model", "train_env", "test_env",
-                                          "temperature", "lr", "max_new_tokens", "setting")
+                                          "temperature", "lr", "max_new_tokens", "setting", "bc_data")
                                  and v is not None}
     try:  # every mistake that shows before a model loads
         for name in ("samples", "bc_steps", "eval_episodes", "episodes_per_iteration", "demos", "max_new_tokens", "seeds"):
@@ -409,7 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         env_kwargs = {**preset.env_kwargs, **kw, **({"protocol": args.protocol} if args.protocol else {})}
         for key in ("train_env", "test_env"):
             toolenv.check_env_args(overrides.get(key, getattr(preset, key)), env_kwargs)
-        check_model_name(overrides.get("model", preset.model))
+        if preset.proxy and "model" in overrides:
+            raise ValueError("--model cannot be used with --preset proxy: the proxy builds its own tiny model (benchmarks.proxy)")
+        if not preset.proxy:
+            check_model_name(overrides.get("model", preset.model))
         check_out_dir(args.out, "--out")
     except (ValueError, FileNotFoundError) as e:
         usage_error(parser, str(e))

@@ -15,21 +15,16 @@ and the test fails.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import pytest
-import torch
 
 import toolenv  # noqa: F401  (registers the env ids)
 from agents import bc, ppo
-from agents.evaluate import episode_metrics
-from agents.policy import CHATML_TEMPLATE, Policy
-from agents.rollout import GenerationSettings, Trajectory, rollout, save_trajectories, scripted_trajectory
-from tests.agents.conftest import tiny_model
-from toolenv.tools import apis
+from agents.policy import Policy
+from agents.rollout import save_trajectories
+from benchmarks.proxy import build_proxy_model, noisy_expert, sampled_evaluation
 
 ENV_ID = "toolenv/APIChain-L1-v1"
 #: Four level-1 tasks (two budget questions, one floor, one city population), in the trice
@@ -44,73 +39,20 @@ PPO_STEPS = 30
 MIN_RISE = 0.1
 
 
-def _tokenizer() -> Any:
-    """A byte-level BPE tokenizer trained on the four tasks' gold episodes (as in conftest, other corpus)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    env = gym.make(ENV_ID, **ENV_KWARGS)
-    corpus = ["system user assistant tool"]
-    for i in range(ENV_KWARGS["size"]):
-        env.reset(options={"index": i})
-        for action in env.unwrapped.gold_actions():  # type: ignore[attr-defined]
-            env.step(action)
-        messages = env.unwrapped.messages  # type: ignore[attr-defined]
-        corpus += [json.dumps(messages)] + [m["content"] for m in messages]
-    env.close()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>", bos_token="<|im_start|>")
-    fast.chat_template = CHATML_TEMPLATE
-    return fast
-
-
-def _noisy_expert(tokenizer: Any) -> list[Trajectory]:
-    """Per task: the gold episode, and two with the same calls but a wrong number as the answer."""
-    env = gym.make(ENV_ID, **ENV_KWARGS)
-    base: Any = env.unwrapped
-    demos = []
-    for i in range(ENV_KWARGS["size"]):
-        task = base.tasks[i]
-        first, second = task.solution
-        salary = apis.find_employee(first.arguments["name"])["salary"]
-        looked_up = apis.API_TOOLS[second.name](**second.arguments)
-        other = next(v for v in looked_up.values() if isinstance(v, int) and str(v) != task.answer)
-        calls = base.gold_actions(task)[:-1]
-        demos.append(scripted_trajectory(env, None, tokenizer, options={"index": i}))
-        for wrong in (salary, other):
-            demo = scripted_trajectory(env, [*calls, base.protocol.format_answer(str(wrong))], tokenizer, options={"index": i})
-            assert not demo.success and demo.infos[1]["calls_ok"] == [True]
-            demos.append(demo)
-    env.close()
-    return demos
-
-
 def _success_rate(model_dir: Path) -> float:
-    """Success over the same sampled episodes for every model: tasks in turn, fixed seeds."""
-    policy = Policy.load(str(model_dir), device="cpu", trainable=False)
-    envs = [gym.make(ENV_ID, **ENV_KWARGS) for _ in range(EVAL_EPISODES)]
-    torch.manual_seed(0)
-    trajectories = rollout(policy, envs, settings=GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0),
-                           seeds=list(range(EVAL_EPISODES)),
-                           options=[{"index": i % ENV_KWARGS["size"]} for i in range(EVAL_EPISODES)])
-    for env in envs:
-        env.close()
-    return episode_metrics(trajectories)["accuracy"]
+    """Success over the same sampled episodes for every model: tasks in turn, fixed seeds (the proxy benchmark's evaluation)."""
+    return sampled_evaluation(model_dir, ENV_ID, ENV_KWARGS, episodes=EVAL_EPISODES, max_new_tokens=MAX_NEW_TOKENS)[ENV_ID]["accuracy"]
 
 
 @pytest.fixture(scope="module")
 def warm_start(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """A tiny model behaviour-cloned on the noisy expert, and its success rate."""
     root = tmp_path_factory.mktemp("learning")
-    tokenizer = _tokenizer()
-    tiny_model(len(tokenizer)).save_pretrained(root / "base")
-    tokenizer.save_pretrained(root / "base")
-    data = save_trajectories(root / "noisy_expert.jsonl", _noisy_expert(tokenizer))
+    build_proxy_model(root / "base", ENV_ID, ENV_KWARGS)
+    tokenizer = Policy.load(str(root / "base"), device="cpu", trainable=False).tokenizer
+    demos = noisy_expert(ENV_ID, ENV_KWARGS, tokenizer, wrong_call=False)
+    assert all(d.infos[1]["calls_ok"] == [True] for d in demos) and sum(d.success for d in demos) == ENV_KWARGS["size"]
+    data = save_trajectories(root / "noisy_expert.jsonl", demos)
     cfg = bc.Config(model=str(root / "base"), env=[ENV_ID], env_kwargs=ENV_KWARGS, out=str(root / "bc"), data=str(data),
                     successful_only=False, max_steps=60, batch_size=8, lr=3e-3, lora_r=0, device="cpu",
                     progress=False, save_every=1000)
