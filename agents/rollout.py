@@ -644,7 +644,8 @@ def chat_trajectory(
     """A chat transcript (``system``/``user``, then ``assistant`` and ``tool`` turns) laid out like a rollout.
 
     The messages before the first assistant turn are the prompt; each assistant turn is an action
-    (its text, then end of turn; action mask 1); the ``tool`` or ``user`` messages after it are the
+    (its text, then end of turn; action mask 1, or 0 when the message has ``"train": false``: a
+    turn shown but not learnt, such as a failed call kept as a lesson); the ``tool`` or ``user`` messages after it are the
     observation, rendered by :class:`ChatFormat` exactly as :func:`rollout` renders an env's
     messages. So the transcript of an env episode gives the same tokens as
     :func:`scripted_trajectory` playing the same actions in that env. Non-assistant messages after
@@ -677,7 +678,7 @@ def chat_trajectory(
         text = str(with_call_text(dict(messages[i])).get("content") or "")
         ids = fmt.action_ids(text)
         traj.token_ids.extend(ids)
-        traj.action_mask.extend([1] * len(ids))
+        traj.action_mask.extend([0 if messages[i].get("train") is False else 1] * len(ids))
         traj.logprobs.extend([0.0] * len(ids))
         traj.action_ends.append(len(traj.token_ids) - 1)
         traj.actions.append(text)

@@ -48,8 +48,9 @@ class STEPreset:
     # APIs arrive in rounds (continual learning); level-1 APIChain tasks need exactly these four
     rounds: tuple[tuple[str, ...], ...] = (("apichain:find_employee", "apichain:get_department"),
                                            ("apichain:get_city", "apichain:get_weather"))
-    num_episodes: int = 4
+    num_episodes: int = 8
     num_stm_slots: int = 2
+    temperature: float = 0.7  # of queries and actions; a 135M explorer writes fewer broken calls than at 1.0
     max_turn: int = 2
     query_max_tokens: int = 40
     action_max_tokens: int = 64
@@ -61,10 +62,11 @@ class STEPreset:
     lr: float = 3e-4
     lora_r: int = 16
     replay: float = 0.1
-    tests_per_api: int = 8
-    e2e_tests: int = 6
+    tests_per_api: int = 25  # 100 held-out first-action queries over the four APIs
+    e2e_tests: int = 30
     e2e_max_turns: int = 4  # level-1 tasks take three actions
     icl_k: int = 2
+    icl_layout: str = "chat"  # demonstrations as earlier chat turns, which a small model follows better than a long system prompt
     max_new_tokens: int = 64
     batch_size: int = 32
 
@@ -133,7 +135,7 @@ def run_ste(preset: STEPreset, out: str | Path, *, explorer: Any = None) -> dict
         explore(ExploreConfig(apis=specs, model=preset.explorer, out=str(trials_file), num_episodes=preset.num_episodes,
                               num_stm_slots=preset.num_stm_slots, max_turn=preset.max_turn, batch_size=preset.batch_size,
                               query_max_tokens=preset.query_max_tokens, action_max_tokens=preset.action_max_tokens,
-                              guided=preset.guided),
+                              guided=preset.guided, temperature=preset.temperature),
                 model=explorer_model())
     trials = load_trials(trials_file)
     seconds["explore"] = time.perf_counter() - start
@@ -175,10 +177,13 @@ def run_ste(preset: STEPreset, out: str | Path, *, explorer: Any = None) -> dict
             chat = LocalChatModel(Policy.load(model_dir), batch_size=preset.batch_size)
             retriever = Retriever(examples) if icl and examples else None
             demos = (lambda q: retriever.nearest(q, preset.icl_k)) if retriever is not None else None
-            calls = evaluate_calls(chat, all_tests, demonstrations=demos, max_new_tokens=preset.max_new_tokens)
+            calls = evaluate_calls(chat, all_tests, demonstrations=demos, max_new_tokens=preset.max_new_tokens, layout=preset.icl_layout)
             e2e_out = evaluate_end_to_end(chat, e2e, demonstrations=demos, max_new_tokens=preset.max_new_tokens,
-                                          max_turns=preset.e2e_max_turns)
-            return {"metrics": calls["metrics"], "per_api": calls["per_api"], "e2e": {"success": e2e_out["success"], "n": e2e_out["n"]}}
+                                          max_turns=preset.e2e_max_turns, layout=preset.icl_layout)
+            outcomes = {m: [float(r[m]) for r in calls["results"]] for m in ("well_formed", "api_match", "correct")}
+            outcomes["e2e"] = [float(e["success"]) for e in e2e_out["episodes"]]
+            return {"metrics": calls["metrics"], "per_api": calls["per_api"], "e2e": {"success": e2e_out["success"], "n": e2e_out["n"]},
+                    "outcomes": outcomes}
 
         start = time.perf_counter()
         value = _cached(out / "eval" / f"{name}.json", compute)
@@ -210,26 +215,66 @@ def run_ste(preset: STEPreset, out: str | Path, *, explorer: Any = None) -> dict
             seconds[f"train {system}"] = time.perf_counter() - start
             results["systems"][system] = evaluate(cl["rounds"][-1]["model"], system)
 
-    # 8. the table and the plot
+    # 8. intervals, paired comparisons and STE's claims; the table and the plot
+    results["analysis"] = analyse_ste(results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "ste_table.md").write_text(format_ste_table(results) + "\n")
     plot_ste(results, out / "ste.png")
     return results
 
 
+METRICS = ("well_formed", "api_match", "correct", "e2e")
+
+
+def analyse_ste(results: dict[str, Any]) -> dict[str, Any]:
+    """95 % intervals per system and metric, paired comparisons on the same queries and tasks, and STE's claims."""
+    from benchmarks.stats import bootstrap_ci, claim_line, compare
+
+    systems = {n: s["outcomes"] for n, s in results["systems"].items() if "outcomes" in s}
+    cells = {n: {m: list(bootstrap_ci(o[m])) if o[m] else [float("nan")] * 3 for m in METRICS} for n, o in systems.items()}
+    comparisons, claims = [], []
+    claim_text = {("icl", "base"): "In-context examples from exploration improve tool use over the base model",
+                  ("ft", "base"): "Fine-tuning on explored examples improves tool use over the base model",
+                  ("ft", "icl"): "Fine-tuning beats in-context learning with the same examples",
+                  ("ft", "ft-no-replay"): "Replay of earlier rounds helps continual learning"}
+    for a, b in claim_text:
+        if a in systems and b in systems:
+            for m in ("correct", "e2e"):
+                if systems[a][m] and len(systems[a][m]) == len(systems[b][m]):
+                    c = compare(systems[a][m], systems[b][m], names=(a, b))
+                    comparisons.append({"metric": m, **c.as_dict()})
+                    if m == "correct":
+                        claims.append(claim_line(claim_text[(a, b)] + " (first-action correctness)", c, source="STE, Tables 2 and 4"))
+    return {"cells": cells, "comparisons": comparisons, "claims": claims}
+
+
 def format_ste_table(results: dict[str, Any]) -> str:
-    """One row per system (STE's metrics), then the filter counts and the continual-learning rounds."""
+    """One row per system (STE's metrics with 95 % intervals), comparisons, claims, the filter counts and the continual-learning rounds."""
+    from benchmarks.stats import COMPARISON_HEADER, Comparison, format_ci, format_comparison
+
+    cells = (results.get("analysis") or {}).get("cells", {})
     lines = ["| system | well-formed % | API match % | correct % | end-to-end success % |", "|---|---:|---:|---:|---:|"]
     for name in SYSTEMS:
         if name in results["systems"]:
             s = results["systems"][name]
             m = s["metrics"]
-            lines.append(f"| {name} | {m['well_formed']:.1f} | {m['api_match']:.1f} | {m['correct']:.1f} | {s['e2e']['success']:.1f} |")
+            if name in cells:
+                lines.append(f"| {name} | " + " | ".join(format_ci(*cells[name][k]) for k in METRICS) + " |")
+            else:
+                lines.append(f"| {name} | {m['well_formed']:.1f} | {m['api_match']:.1f} | {m['correct']:.1f} | {s['e2e']['success']:.1f} |")
+    analysis = results.get("analysis") or {}
+    if analysis.get("comparisons"):
+        lines += ["", COMPARISON_HEADER.replace("| comparison |", "| comparison (metric) |")]
+        for c in analysis["comparisons"]:
+            comp = Comparison(c["a"], c["b"], c["n"], c["difference"], c["ci95"][0], c["ci95"][1], c["p"], c["test"], c["only_a"], c["only_b"])
+            lines.append(format_comparison(comp).replace(f"| {c['a']} − {c['b']} |", f"| {c['a']} − {c['b']} ({c['metric']}) |", 1))
+        lines += ["", "STE's claims at 95 % confidence:", *analysis["claims"]]
     p = results["preset"]
     n_tests = next(iter(results["systems"].values()))["metrics"]["n"] if results["systems"] else 0
     e2e_n = next(iter(results["systems"].values()))["e2e"]["n"] if results["systems"] else 0
     lines += ["", f"{int(n_tests)} held-out first-action queries over {sum(len(r) for r in p['rounds'])} APIs; "
-              f"{int(e2e_n)} multi-step APIChain tasks end to end; model {p['model']}, explorer {p['explorer']}.", ""]
+              f"{int(e2e_n)} multi-step APIChain tasks end to end; model {p['model']}, explorer {p['explorer']}. "
+              "Intervals: bootstrap over queries (tasks); comparisons paired on the same queries.", ""]
     lines.append(f"Exploration: {results['trials']} trials -> " + " -> ".join(f"{k} {v}" for k, v in results["filter"].items())
                  + f"; +{results['paraphrased']} paraphrases; {results['examples']} fine-tuning examples "
                  + "(" + ", ".join(f"{k} {v}" for k, v in results["examples_per_api"].items()) + ").")

@@ -72,8 +72,12 @@ def test_bench_ste_runs_every_stage_and_resumes(tiny_model_dir: Path, tmp_path: 
     alone = [json.loads(x) for x in (tmp_path / "ste" / "ft-no-replay" / "round2" / "train.jsonl").read_text().splitlines()]
     assert {e["api"] for e in replayed} == set(APIS) and {e["api"] for e in alone} == {"get_city"}
     table = format_ste_table(results)
-    for row in ("| base |", "| icl |", "| ft |", "| ft-no-replay |", "continual learning"):
+    for row in ("| base |", "| icl |", "| ft |", "| ft-no-replay |", "continual learning", "| icl − base (correct) | 6 |",
+                "STE's claims at 95 % confidence:", "Replay of earlier rounds helps continual learning"):
         assert row in table
+    for system, cells in results["analysis"]["cells"].items():  # a mean and its interval per metric, from the per-query outcomes
+        mean, lo, hi = cells["correct"]
+        assert lo <= mean <= hi and mean == pytest.approx(results["systems"][system]["metrics"]["correct"] / 100)
     assert (tmp_path / "ste" / "ste.png").stat().st_size > 0
     # a second run finds every stage done: the explorer is not asked anything again
     calls = len(explorer.calls)
