@@ -48,7 +48,7 @@ class STEPreset:
     # APIs arrive in rounds (continual learning); level-1 APIChain tasks need exactly these four
     rounds: tuple[tuple[str, ...], ...] = (("apichain:find_employee", "apichain:get_department"),
                                            ("apichain:get_city", "apichain:get_weather"))
-    num_episodes: int = 8
+    num_episodes: int = 6  # per API and memory slot: 48 trials over the four APIs
     num_stm_slots: int = 2
     temperature: float = 0.7  # of queries and actions; a 135M explorer writes fewer broken calls than at 1.0
     max_turn: int = 2
