@@ -13,7 +13,7 @@ transformers is imported.
 from __future__ import annotations
 
 from toolenv.registration import ENV_INFO, EnvInfo, check_env_args, held_out_env_of, parse_kw, register_env
-from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText
+from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText, ToolAction
 from toolenv.types import Task, ToolCall
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "MAX_OBSERVATION_CHARS",
     "AnyText",
     "EnvInfo",
+    "ToolAction",
     "Task",
     "ToolCall",
     "check_env_args",

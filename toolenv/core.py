@@ -19,7 +19,9 @@ import gymnasium as gym
 
 from toolenv.datasets.base import TaskSet
 from toolenv.protocols import Action, Protocol, make_protocol
-from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText
+from toolenv.protocols.structured import is_structured, parse_structured
+from toolenv.protocols.structured import render as render_structured
+from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText, ToolAction
 from toolenv.tools.base import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT_S, Tool, ToolResult, as_tool, did_you_mean
 from toolenv.types import Task, ToolCall
 
@@ -144,7 +146,7 @@ class ToolEnv(gym.Env[str, str]):
         self.answer_reward = answer_reward
         self.render_mode = render_mode
         self.observation_space = AnyText(MAX_OBSERVATION_CHARS)
-        self.action_space = AnyText(MAX_ACTION_CHARS)
+        self.action_space = ToolAction(MAX_ACTION_CHARS)
         self.system_prompt = self.protocol.instructions(list(self.tools.values()))
         self._tool_names = frozenset(self.tools)
         self._terms = tuple(self.reward_weights)
@@ -232,8 +234,7 @@ class ToolEnv(gym.Env[str, str]):
         self._turns += 1
         raw = dict.fromkeys(self._terms, 0.0)
         raw["step_cost"] = 1.0
-        text = action if isinstance(action, str) else ""
-        parsed = self._parse(action)
+        text, parsed = self._read(action)
         info: dict[str, Any] = {"action_kind": parsed.kind, "calls": [], "tool_outputs": []}
         terminated = False
         if parsed.kind == "invalid":
@@ -304,6 +305,25 @@ class ToolEnv(gym.Env[str, str]):
         if options.get("task_id") is not None:
             return self.tasks.index_of(str(options["task_id"]))
         return int(self.np_random.integers(n))
+
+    def _read(self, action: Any) -> tuple[str, Action]:
+        """The action's text (for the transcript) and what it asks for; structured actions are written in the env's protocol first.
+
+        A structured action (:mod:`toolenv.protocols.structured`) is rendered as the text a model
+        following the protocol would write and that text goes through :meth:`_parse`, so the step is
+        the one the equivalent text gives. Calls the protocol cannot write in one action (several
+        calls in a one-call protocol) run as given.
+        """
+        if isinstance(action, str) or not is_structured(action):
+            return (action if isinstance(action, str) else ""), self._parse(action)
+        given = parse_structured(action)
+        text = render_structured(given, self.protocol, action)
+        if given.kind == "invalid":
+            return text, given
+        parsed = self._parse(text)
+        if given.kind == "call" and (parsed.kind != "call" or [c.name for c in parsed.calls] != [c.name for c in given.calls]):
+            return text, given
+        return text, parsed
 
     def _parse(self, action: Any) -> Action:
         if not isinstance(action, str):

@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium.spaces import Text
 from gymnasium.vector.utils import shared_memory as _shm
 
-__all__ = ["MAX_ACTION_CHARS", "MAX_OBSERVATION_CHARS", "AnyText", "SharedTexts"]
+__all__ = ["MAX_ACTION_CHARS", "MAX_OBSERVATION_CHARS", "AnyText", "SharedTexts", "ToolAction"]
 
 #: Longest action the envs accept as a move; longer text is a malformed action.
 MAX_ACTION_CHARS = 16_384
@@ -64,6 +64,33 @@ class AnyText(Text):
             and self.min_length == other.min_length
             and self.max_length == other.max_length
         )
+
+
+class ToolAction(AnyText):
+    """A tool-use env's actions: any text up to ``max_length`` characters, or a structured action.
+
+    Structured actions are tool calls a trainer has already parsed — an OpenAI-style assistant
+    message (``{"role": "assistant", "content": ..., "tool_calls": [...]}``) or a list of
+    ``{"name", "arguments"}`` (:mod:`toolenv.protocols.structured`). ``sample()`` draws text.
+
+    Example:
+        >>> space = ToolAction(32)
+        >>> "calculator(1+1)" in space, [{"name": "calculator", "arguments": {"expression": "1+1"}}] in space, 3 in space
+        (True, True, False)
+    """
+
+    def contains(self, x: Any) -> bool:
+        if isinstance(x, str):
+            return super().contains(x)
+        if isinstance(x, dict):
+            return x.get("role", "assistant") == "assistant" and ("content" in x or "tool_calls" in x)
+        return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in x)
+
+    def __repr__(self) -> str:
+        return f"ToolAction({self.min_length}, {self.max_length})"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, ToolAction) and super().__eq__(other)
 
 
 @_shm.create_shared_memory.register(AnyText)

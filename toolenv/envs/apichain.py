@@ -52,7 +52,9 @@ class APIChainEnv(ToolEnv):
 
     ## Action Space
 
-    ``AnyText(16384)``: any string of at most 16,384 characters, in the env's protocol:
+    ``ToolAction(16384)``: any string of at most 16,384 characters in the env's protocol, or the same
+    calls already parsed (an OpenAI assistant message or a list of ``{"name", "arguments"}``; see
+    :mod:`toolenv.protocols.structured`). The text forms:
 
     - ``"json"`` (default): ``<tool_call>{"name": "get_city", "arguments": {"city": "Paris"}}</tool_call>``
       (several tags make parallel calls); text without a tag is the answer;

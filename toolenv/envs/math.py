@@ -32,7 +32,9 @@ class MathEnv(ToolEnv):
 
     ## Action Space
 
-    ``AnyText(16384)``: any string of at most 16,384 characters, in the env's protocol:
+    ``ToolAction(16384)``: any string of at most 16,384 characters in the env's protocol, or the same
+    calls already parsed (an OpenAI assistant message or a list of ``{"name", "arguments"}``; see
+    :mod:`toolenv.protocols.structured`). The text forms:
 
     - ``"trice"`` (default): ``calculator((12/60)*50)`` alone is a call, anything else an answer;
     - ``"react"``: ``Thought: ...\\nAction: calculator\\nAction Input: {"expression": "..."}`` or
