@@ -36,8 +36,10 @@ The metrics (:data:`EVAL_METRICS`, all per env):
 - ``mean_turns``: actions per episode; ``mean_tokens``: model-generated tokens per episode.
 - ``episodes``: how many episodes were played.
 
-Extra keys: ``mean_reward`` (return per episode) and ``reward/<term>`` (each reward term
-summed over the episode, averaged over episodes).
+Extra keys: ``mean_reward`` (return per episode), ``reward/<term>`` (each reward term
+summed over the episode, averaged over episodes) and, where tasks have gold solutions,
+``gold_api_recall`` (StepTool's recall: the share of a task's gold APIs the episode called,
+averaged over episodes).
 """
 
 from __future__ import annotations
@@ -88,6 +90,16 @@ def _share(hits: float, total: float) -> float:
     return hits / total if total else 0.0
 
 
+def _gold_api_recall(t: Trajectory) -> float | None:
+    """StepTool's recall: the share of the task's gold APIs (distinct names) the episode called; ``None`` without a gold solution."""
+    gold = {c.get("name") for c in (t.task.get("solution") or []) if isinstance(c, dict)}
+    gold.discard(None)
+    if not gold:
+        return None
+    called = {c.get("name") for info in t.infos for c in (info.get("calls") or []) if isinstance(c, dict)}
+    return len(gold & called) / len(gold)
+
+
 def episode_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     """Accuracy and tool-use metrics of finished episodes (a pure function).
 
@@ -132,6 +144,10 @@ def episode_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
         "episodes": float(n),
         "mean_reward": _share(sum(t.total_reward for t in trajectories), n),
     }
+    recalls = [_gold_api_recall(t) for t in trajectories]
+    recalls = [r for r in recalls if r is not None]
+    if recalls:
+        metrics["gold_api_recall"] = sum(recalls) / len(recalls)
     terms = sorted({k for t in trajectories for step in t.reward_terms for k in step})
     for term in terms:
         total = sum(step.get(term, 0.0) for t in trajectories for step in t.reward_terms)

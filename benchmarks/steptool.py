@@ -293,15 +293,17 @@ def format_steptool_table(results: dict[str, Any]) -> str:
     """One row per algorithm: success, call success, mean reward terms (mean ± std over seeds)."""
     runs: dict[str, list[dict[str, float]]] = results["runs"]
     terms = sorted({k for ms in runs.values() for m in ms for k in m if k.startswith("reward/")})
-    head = ("| algorithm | samples | success % [95 % CI] | success % (mean ± std over seeds) | call success % | turns | "
+    head = ("| algorithm | samples | success % [95 % CI] | success % (mean ± std over seeds) | call success % | gold API recall % | turns | "
             + " | ".join(t[len("reward/"):] for t in terms) + " |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|" + "---:|" * len(terms)]
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(terms)]
     samples = results["preset"]["samples"]
     for algo, ms in runs.items():
         ci = results.get("success_ci", {}).get(algo)
         cells = [
             algo, "0 (warm start)" if algo == "bc" else (algo.partition("@")[2] or str(samples)), format_ci(*ci) if ci else "–", _mean_std([m["accuracy"] for m in ms]),
-            _mean_std([m["call_success_rate"] for m in ms]), f"{np.mean([m['mean_turns'] for m in ms]):.2f}",
+            _mean_std([m["call_success_rate"] for m in ms]),
+            _mean_std([m["gold_api_recall"] for m in ms]) if all("gold_api_recall" in m for m in ms) else "–",
+            f"{np.mean([m['mean_turns'] for m in ms]):.2f}",
         ]
         cells += [f"{np.mean([m.get(t, 0.0) for m in ms]):.3f}" for t in terms]
         lines.append("| " + " | ".join(cells) + " |")

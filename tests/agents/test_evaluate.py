@@ -161,3 +161,26 @@ def test_cli_eval_errors_are_one_line(tiny_model_dir: Path, tmp_path: Path) -> N
     res = _cli("--model", str(tiny_model_dir), "--env", "toolenv/GSM8K-Test-v0", "--out", str(tmp_path))
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "TOOLENV_DATA" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_gold_api_recall_is_the_share_of_gold_apis_called(policy: Policy) -> None:
+    """StepTool's recall, from episodes played through the real env by the rollout loop (a scripted generator as the model)."""
+    import gymnasium as gym
+
+    import toolenv  # noqa: F401
+    from agents.rollout import rollout
+    from tests.agents.conftest import ScriptedGenerator
+
+    env_id = "toolenv/APIChain-L1-v1"
+    envs = [gym.make(env_id, protocol="trice") for _ in range(3)]
+    envs[0].reset(options={"index": 0})
+    base = envs[0].unwrapped
+    gold = base.gold_actions()  # find_employee, get_department, answer
+    scripts = [gold, [gold[0], "get_city(London)", "3"], ["I do not know"]]
+    trajs = rollout(policy, envs, options=[{"index": 0}] * 3, env_ids=[env_id] * 3,
+                    generator=ScriptedGenerator(policy.tokenizer, scripts), settings=GenerationSettings(max_new_tokens=32))
+    assert [t.actions for t in trajs] == scripts
+    m = episode_metrics(trajs)
+    assert m["gold_api_recall"] == pytest.approx((1 + 0.5 + 0) / 3)  # all gold APIs; find_employee only; none
+    # tasks without a gold solution give no recall key
+    assert "gold_api_recall" not in episode_metrics([Trajectory(env_id="e", task={}, infos=[{"action_kind": "answer"}])])
