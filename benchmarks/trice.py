@@ -53,6 +53,7 @@ from agents.evaluate import evaluate_model
 from agents.policy import check_model_name, resolve_device
 from benchmarks.stats import (
     COMPARISON_HEADER,
+    Comparison,
     bootstrap_ci,
     claim_line,
     compare,
@@ -231,7 +232,7 @@ def gather_candidates(sources: Sequence[tuple[str, str]], preset: TricePreset, p
     import gymnasium as gym
 
     from agents.policy import Policy
-    from agents.rollout import GenerationSettings, rollout, save_trajectories
+    from agents.rollout import GenerationSettings, rollout_groups, save_trajectories
     from agents.utils import set_seed
 
     tasks = []
@@ -241,25 +242,24 @@ def gather_candidates(sources: Sequence[tuple[str, str]], preset: TricePreset, p
         env.close()
     counts: dict[str, int] = {}
     all_trajs = []
-    batch = preset.eval_batch_size
+    pools: dict[str, list[gym.Env]] = {}  # envs made once, reused by every batch, model and temperature
     for k, (name, model) in enumerate(sources):
         policy = Policy.load(model, device=device, trainable=False)
         for j, temperature in enumerate(preset.candidate_temperatures):
             set_seed(preset.seed * 1000 + 10 * k + j)
             settings = GenerationSettings(temperature=temperature, max_new_tokens=preset.max_new_tokens)
             origin = f"{name}@{temperature:g}"
-            for start in range(0, len(tasks), batch):
-                chunk = tasks[start : start + batch]
-                envs = [gym.make(env_id) for env_id, _ in chunk]
-                trajs = rollout(policy, envs, settings=settings, options=[{"index": i} for _, i in chunk], env_ids=[e for e, _ in chunk])
-                for env in envs:
-                    env.close()
+            for start in range(0, len(tasks), preset.eval_batch_size):
+                trajs = rollout_groups(policy, pools, tasks[start : start + preset.eval_batch_size], 1, settings=settings)
                 for t in trajs:
                     t.task["origin"] = origin
                 all_trajs += trajs
             counts[origin] = len(tasks)
             logger.info("stage-2 candidates: %d from %s", len(tasks), origin)
         del policy
+    for pool in pools.values():
+        for env in pool:
+            env.close()
     save_trajectories(path, all_trajs)
     return counts
 
@@ -333,10 +333,11 @@ def run_trice(preset: TricePreset, out: str | Path, *, device: str = "auto") -> 
             return {}
         counts = gather_candidates([("base", preset.model), ("bc", str(bc_dir))], preset, candidates_path, device=device)
         if preset.rrhf_data:  # stored responses from any other model
-            with open(preset.rrhf_data, encoding="utf-8") as src, candidates_path.open("a", encoding="utf-8") as dst:
-                lines = [line for line in src if line.strip()]
-                dst.writelines(line if line.endswith("\n") else line + "\n" for line in lines)
-            counts["data"] = len(lines)
+            from agents.rollout import load_trajectories, save_trajectories
+
+            stored = load_trajectories(preset.rrhf_data)
+            save_trajectories(candidates_path, stored, append=True)
+            counts["data"] = len(stored)
         counts_path.write_text(json.dumps(counts, indent=2))
         return counts
 
@@ -386,11 +387,12 @@ def analyse(out: str | Path, preset: TricePreset) -> dict[str, Any]:
     tool: dict[str, dict[str, list[float]]] = {s: {} for s in stages}
     right: dict[str, list[bool]] = {}
     for env_id in preset.test_envs:
-        base = _episodes(out, "zero-shot", env_id)
+        episodes = {s: _episodes(out, s, env_id) for s in stages}
+        base = episodes["zero-shot"]
         ids = [str(t.task.get("id")) for t in base]
         right[env_id] = [_answered_right(t) for t in base]
         for s in stages:
-            by_id = {str(t.task.get("id")): t for t in _episodes(out, s, env_id)}
+            by_id = {str(t.task.get("id")): t for t in episodes[s]}
             if set(by_id) != set(ids):
                 raise ValueError(f"Expected the {s} stage to be evaluated on the zero-shot stage's tasks of {env_id}; rerun it with the same preset.")
             acc[s][env_id] = [float(by_id[i].success) for i in ids]
@@ -410,8 +412,11 @@ def analyse(out: str | Path, preset: TricePreset) -> dict[str, Any]:
 
     split = {"base_right": sum(sum(r) for r in right.values()), "base_wrong": sum(len(r) - sum(r) for r in right.values()), "stages": {}}
     for s in stages:
-        split["stages"][s] = {f"{m}_{side}": (ci(pooled(d, want)) if pooled(d, want) else [float("nan")] * 3)
-                              for m, d in (("accuracy", acc[s]), ("tool_use_rate", tool[s])) for side, want in (("right", True), ("wrong", False))}
+        split["stages"][s] = {}
+        for m, d in (("accuracy", acc[s]), ("tool_use_rate", tool[s])):
+            for side, want in (("right", True), ("wrong", False)):
+                values = pooled(d, want)
+                split["stages"][s][f"{m}_{side}"] = ci(values) if values else [float("nan")] * 3
 
     comparisons, claims = [], []
     pairs = [(a, b) for a, b in (("bc", "zero-shot"), ("rrhf", "bc"), ("rrhf", "zero-shot")) if a in stages and b in stages]
@@ -439,8 +444,6 @@ def analyse(out: str | Path, preset: TricePreset) -> dict[str, Any]:
 
 def format_trice_table(results: dict[str, Any]) -> str:
     """TRICE's table with 95 % intervals, the base-right / base-wrong split, paired comparisons and claims."""
-    from benchmarks.stats import Comparison
-
     a = results["analysis"]
     stages = [s for s in STAGES if s in a["cells"]]
     envs = [*results["preset"]["test_envs"], "average"]
@@ -469,9 +472,7 @@ def format_trice_table(results: dict[str, Any]) -> str:
         lines.append(f"| {label} | " + " | ".join(format_ci(*sp["stages"][s][key]) for s in stages) + " |")
     lines += ["", COMPARISON_HEADER.replace("| comparison |", "| comparison (metric) |")]
     for c in a["comparisons"]:
-        comp = Comparison(c["a"], c["b"], c["n"], c["difference"], c["ci95"][0], c["ci95"][1], c["p"], c["test"], c["only_a"], c["only_b"])
-        row = format_comparison(comp)
-        lines.append(row.replace(f"| {c['a']} − {c['b']} |", f"| {c['a']} − {c['b']} ({c['metric']}) |", 1))
+        lines.append(format_comparison(Comparison.from_dict(c), label=c["metric"]))
     lines += ["", "TRICE's claims at 95 % confidence:", *a["claims"], ""]
     p = results["preset"]
     counts = {_dataset(e): int(results["stages"][stages[0]][e]["episodes"]) for e in p["test_envs"]}
