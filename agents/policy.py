@@ -228,7 +228,7 @@ def check_model_name(name_or_path: str) -> None:
     >>> check_model_name("smollm2-135mm")
     Traceback (most recent call last):
     ...
-    ValueError: Unknown model 'smollm2-135mm'. Did you mean 'smollm2-135m'? Expected a local directory, a shipped model (smollm2-135m) or a hub id of the form org/name.
+    ValueError: Unknown model 'smollm2-135mm'. Did you mean 'smollm2-135m'? Expected a local directory, a shipped model (smollm2-135m, qwen2.5-coder-0.5b) or a hub id of the form org/name.
     """
     import difflib
 
