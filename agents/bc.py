@@ -44,7 +44,7 @@ from agents.utils import (
     set_seed,
 )
 
-__all__ = ["Config", "bc_loss", "demonstrations", "load_demonstrations", "main", "train"]
+__all__ = ["Config", "bc_loss", "demonstrations", "load_demonstrations", "main", "sft_step", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,22 @@ def bc_loss(token_logprobs: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torc
     loss = -(token_logprobs * loss_mask).sum() / n
     accuracy_proxy = torch.exp(-loss).item()
     return loss, {"nll": loss.item(), "perplexity": math.exp(min(loss.item(), 50.0)), "mean_token_prob": accuracy_proxy, "tokens": float(n.item())}
+
+
+def sft_step(scorer: Any, demos: list[Trajectory], rng: np.random.Generator, cfg: TrainConfig, pad_id: int, accelerator: Any,
+             optimizer: Any, scheduler: Any) -> dict[str, float]:
+    """One optimiser step of :func:`bc_loss` on ``cfg.batch_size`` demonstrations drawn by ``rng`` without replacement."""
+    batch_idx = rng.choice(len(demos), size=min(cfg.batch_size, len(demos)), replace=False)
+    batch = collate([demos[i] for i in batch_idx], pad_id, accelerator.device)
+    token_lp = scorer(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    loss, stats = bc_loss(token_lp, batch["loss_mask"])
+    accelerator.backward(loss)
+    if cfg.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(scorer.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stats
 
 
 def load_demonstrations(path: str | Path, tokenizer: Any) -> list[Trajectory]:
@@ -169,16 +185,7 @@ def train(cfg: Config) -> Path:
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="bc", disable=not (cfg.progress and accelerator.is_main_process))
     for step in bar:
         rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
-        batch_idx = rng.choice(len(demos), size=min(cfg.batch_size, len(demos)), replace=False)
-        batch = collate([demos[i] for i in batch_idx], pad, accelerator.device)
-        token_lp = scorer(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
-        loss, stats = bc_loss(token_lp, batch["loss_mask"])
-        accelerator.backward(loss)
-        if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(scorer.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        stats = sft_step(scorer, demos, rng, cfg, pad, accelerator, optimizer, scheduler)
         bar.set_postfix(nll=f"{stats['nll']:.3f}")
         if writer is not None and (step % cfg.log_every == 0 or step == cfg.max_steps - 1):
             writer.add_scalar("losses/nll", stats["nll"], step + 1)

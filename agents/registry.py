@@ -23,6 +23,7 @@ AGENTS: dict[str, str | tuple[str, dict[str, Any]]] = {
     "step-ppo": ("agents.ppo", {"reward_placement": "step", "out": "runs/step-ppo"}),
     "grpo": "agents.grpo",
     "dpo": "agents.dpo",
+    "rft": "agents.rft",
 }
 
 

@@ -1,4 +1,4 @@
-"""``toolenv bench steptool``: final-reward PPO vs step-PPO vs DPO vs GRPO on the same tasks and samples.
+"""``toolenv bench steptool``: final-reward PPO vs step-PPO vs DPO vs GRPO vs RFT on the same tasks and samples.
 
 StepTool's comparison (Yu et al. 2024): from one behaviour-cloning warm start, each algorithm trains
 on the same env with the same number of env samples (episodes) and the same reward functions, then
@@ -47,7 +47,7 @@ __all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_paired_comparisons
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS = ("ppo", "step-ppo", "dpo", "grpo")
+ALGORITHMS = ("ppo", "step-ppo", "dpo", "grpo", "rft")
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,11 @@ def _agent_config(algo: str, preset: StepToolPreset, env_kwargs: dict[str, Any],
             return dpo, dpo.Config(**common, group_size=1, tasks_per_step=preset.episodes_per_iteration, pairing="eto")
         return dpo, dpo.Config(**common, group_size=group, tasks_per_step=max(1, preset.episodes_per_iteration // group),
                                max_pairs_per_task=preset.dpo_pairs_per_task)
+    if algo == "rft":  # StepTool's RFT baseline: the passed samples of each round, fine-tuned on
+        from agents import rft
+
+        return rft, rft.Config(**common, samples_per_task=group, tasks_per_round=max(1, preset.episodes_per_iteration // group),
+                               epochs=float(preset.ppo_epochs))
     raise ValueError(f"Unknown algorithm {algo!r}: expected one of {list(ALGORITHMS)}.")
 
 

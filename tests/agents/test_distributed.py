@@ -1,4 +1,4 @@
-"""BC and RRHF under ``accelerate launch``: two CPU processes on the gloo backend end with identical weights.
+"""BC, RRHF and RFT under ``accelerate launch``: two CPU processes on the gloo backend end with identical weights.
 
 ``--multi_gpu`` is accelerate's torchrun launcher; with ``--device cpu`` the processes form a gloo
 (MULTI_CPU) group, as on a machine with no GPU. (``--cpu`` would start a single process.)
@@ -19,6 +19,8 @@ from agents.policy import Policy
 AGENT_ARGS = {
     "bc": ["--batch-size", "2", "--demos-per-env", "16"],
     "rrhf": ["--num-samples", "2", "--tasks-per-step", "1", "--max-new-tokens", "6", "--tasks-per-env", "8"],
+    # round 0 from gold trajectories (a random model passes nothing), rounds 1-2 sampled online
+    "rft": ["--tasks-per-round", "1", "--samples-per-task", "2", "--max-new-tokens", "6", "--tasks-per-env", "8", "--batch-size", "2"],
 }
 
 
@@ -26,13 +28,22 @@ AGENT_ARGS = {
 @pytest.mark.parametrize("agent", sorted(AGENT_ARGS))
 def test_two_processes_identical_weights(agent: str, tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    port = {"bc": "29517", "rrhf": "29519"}[agent]
+    port = {"bc": "29517", "rrhf": "29519", "rft": "29521"}[agent]
+    extra = []
+    if agent == "rft":
+        import gymnasium as gym
+
+        from agents.rollout import save_trajectories, scripted_trajectory
+
+        tok = Policy.load(str(tiny_model_dir), device="cpu").tokenizer
+        gold = [scripted_trajectory(gym.make("toolenv/Math-v0"), None, tok, options={"index": i}) for i in range(6)]
+        extra = ["--data", str(save_trajectories(tmp_path / "gold.jsonl", gold))]
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
         "-m", "toolenv.cli", "train", agent, "--model", str(tiny_model_dir), "--env", "toolenv/Math-v0",
         "--out", str(out), "--max-steps", "3", "--lora-r", "4", "--device", "cpu", "--no-progress", "--lr", "1e-2",
-        *AGENT_ARGS[agent],
+        *AGENT_ARGS[agent], *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
