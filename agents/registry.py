@@ -24,6 +24,7 @@ AGENTS: dict[str, str | tuple[str, dict[str, Any]]] = {
     "grpo": "agents.grpo",
     "dpo": "agents.dpo",
     "rft": "agents.rft",
+    "archer": "agents.archer",
 }
 
 

@@ -1,4 +1,4 @@
-"""``toolenv bench steptool``: final-reward PPO vs step-PPO vs DPO vs GRPO vs RFT on the same tasks and samples.
+"""``toolenv bench steptool``: final-reward PPO vs step-PPO vs DPO vs GRPO vs RFT vs ArCHer on the same tasks and samples.
 
 StepTool's comparison (Yu et al. 2024): from one behaviour-cloning warm start, each algorithm trains
 on the same env with the same number of env samples (episodes) and the same reward functions, then
@@ -47,7 +47,7 @@ __all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_paired_comparisons
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS = ("ppo", "step-ppo", "dpo", "grpo", "rft")
+ALGORITHMS = ("ppo", "step-ppo", "dpo", "grpo", "rft", "archer")
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,10 @@ def _agent_config(algo: str, preset: StepToolPreset, env_kwargs: dict[str, Any],
 
         return rft, rft.Config(**common, samples_per_task=group, tasks_per_round=max(1, preset.episodes_per_iteration // group),
                                epochs=float(preset.ppo_epochs))
+    if algo == "archer":  # StepTool's ArCHer baseline: an off-policy turn-level critic, the same episodes per iteration
+        from agents import archer
+
+        return archer, archer.Config(**common, episodes_per_step=preset.episodes_per_iteration)
     raise ValueError(f"Unknown algorithm {algo!r}: expected one of {list(ALGORITHMS)}.")
 
 

@@ -13,7 +13,7 @@ import gymnasium as gym
 import pytest
 
 import toolenv  # noqa: F401  (registers the env ids)
-from benchmarks.steptool import PRESETS, run_env_kwargs
+from benchmarks.steptool import ALGORITHMS, PRESETS, run_env_kwargs
 from tests.agents.conftest import tiny_model, tiny_tokenizer
 
 
@@ -24,7 +24,7 @@ def test_bench_steptool_tiny(tmp_path: Path) -> None:
     tiny_model(len(tok)).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     out = tmp_path / "steptool"
-    algorithms = ["ppo", "step-ppo", "grpo", "dpo"]
+    algorithms = list(ALGORITHMS)
     cmd = [
         sys.executable, "-m", "toolenv.cli", "bench", "steptool", "--preset", "smoke", "--model", str(model_dir),
         "--out", str(out), "--samples", "8", "--eval-episodes", "3", "--max-new-tokens", "16",

@@ -73,7 +73,7 @@ def test_bench_env_prints_a_table() -> None:
 
 def test_train_and_bench_help_list_the_choices() -> None:
     out = run("train", "--help")
-    assert out.returncode == 0 and "agents: bc, dpo, grpo, ppo, rrhf, step-ppo" in out.stdout
+    assert out.returncode == 0 and "agents: archer, bc, dpo, grpo, ppo, rft, rrhf, step-ppo" in out.stdout
     out = run("bench")
     assert out.returncode == 0 and all(f"  {name}" in out.stdout for name in ("env", "rollout", "trice", "steptool"))
     out = run("train", "nosuch")
