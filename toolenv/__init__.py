@@ -29,7 +29,23 @@ __all__ = [
     "parse_kw",
     "register_env",
     "held_out_env_of",
+    "restore",
+    "snapshot",
 ]
+
+
+def snapshot(env):  # type: ignore[no-untyped-def]
+    """Save a toolenv env's whole state (wrappers included); see :func:`toolenv.core.snapshot`."""
+    from toolenv.core import snapshot as _snapshot
+
+    return _snapshot(env)
+
+
+def restore(env, snap) -> None:  # type: ignore[no-untyped-def]
+    """Put a toolenv env back to a :func:`snapshot`; see :func:`toolenv.core.restore`."""
+    from toolenv.core import restore as _restore
+
+    _restore(env, snap)
 
 __version__ = "0.1.0"
 

@@ -8,6 +8,7 @@ parsing, tool dispatch, reward terms, chat messages and episode metrics.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -25,7 +26,7 @@ from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText, Too
 from toolenv.tools.base import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT_S, Tool, ToolResult, as_tool, did_you_mean
 from toolenv.types import Task, ToolCall
 
-__all__ = ["BASE_REWARD_WEIGHTS", "ToolEnv", "accepted_kwargs", "truncate", "unknown_kwarg"]
+__all__ = ["BASE_REWARD_WEIGHTS", "EnvSnapshot", "ToolEnv", "accepted_kwargs", "restore", "snapshot", "truncate", "unknown_kwarg"]
 
 #: The reward terms of every ToolEnv and their default weights. ``reward = Σ weight × term``.
 BASE_REWARD_WEIGHTS: Mapping[str, float] = {
@@ -102,6 +103,13 @@ class ToolEnv(gym.Env[str, str]):
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1}  # noqa: RUF012
     reward_weights_defaults: ClassVar[Mapping[str, float]] = BASE_REWARD_WEIGHTS
+    #: Attributes set once in ``__init__`` that ``reset`` and ``step`` never change: :meth:`snapshot`
+    #: shares them instead of copying them (the task set is the large one). A subclass whose
+    #: episodes change one of them must not list it; one that adds a large constant may.
+    snapshot_shared: ClassVar[frozenset[str]] = frozenset({
+        "tasks", "protocol", "answer_reward", "observation_space", "action_space", "render_mode", "reward_weights",
+        "instruction", "step_time_budget", "_terms", "spec", "metadata", "reward_weights_defaults",
+    })
 
     def __init__(
         self,
@@ -204,6 +212,26 @@ class ToolEnv(gym.Env[str, str]):
         :func:`agents.rollout.rollout` adds them to the last step's info.
         """
         return self._episode_end_info() if self.task is not None else {}
+
+    def snapshot(self) -> EnvSnapshot:
+        """The episode's whole state — messages, history, counters, the tools' and API instances' state, the RNG.
+
+        :meth:`restore` puts it back exactly, as often as needed: the next ``step`` gives the
+        same observation, reward, termination and info as it would have at the snapshot. DFSDT
+        (:mod:`agents.search`) backtracks this way. The contract is a deep copy of every
+        attribute except those in :attr:`snapshot_shared`; a subclass holding something that
+        cannot be deep-copied (a live connection) overrides both methods.
+        """
+        return EnvSnapshot(copy.deepcopy({k: v for k, v in vars(self).items() if k not in self.snapshot_shared}))
+
+    def restore(self, snap: EnvSnapshot) -> None:
+        """Return to the state :meth:`snapshot` saved (the snapshot stays usable)."""
+        if not isinstance(snap, EnvSnapshot):
+            raise TypeError(f"Expected an EnvSnapshot from snapshot(), got {type(snap).__name__}.")
+        state = copy.deepcopy(snap.state)
+        for k in [k for k in vars(self) if k not in self.snapshot_shared and k not in state]:
+            delattr(self, k)
+        self.__dict__.update(state)
 
     @property
     def tool_schemas(self) -> list[dict[str, Any]]:
@@ -407,3 +435,51 @@ class ToolEnv(gym.Env[str, str]):
                 raise ValueError(f"Expected reward_weights[{key!r}] to be a finite number, got {value!r}.")
             weights[key] = float(value)
         return weights
+
+
+class EnvSnapshot:
+    """An env's saved state (opaque): what :meth:`ToolEnv.snapshot` returns and :meth:`ToolEnv.restore` takes."""
+
+    __slots__ = ("state", "wrappers")
+
+    def __init__(self, state: dict[str, Any], wrappers: tuple[dict[str, Any], ...] = ()) -> None:
+        self.state = state
+        self.wrappers = wrappers
+
+
+def _wrappers(env: gym.Env) -> list[gym.Wrapper]:
+    out = []
+    while isinstance(env, gym.Wrapper):
+        out.append(env)
+        env = env.env
+    return out
+
+
+def snapshot(env: gym.Env) -> EnvSnapshot:
+    """:meth:`ToolEnv.snapshot` of ``env.unwrapped``, plus its wrappers' own state (``TimeLimit``'s elapsed steps, ...).
+
+    >>> import gymnasium as gym, toolenv
+    >>> env = gym.make("toolenv/Math-v0")
+    >>> _ = env.reset(options={"index": 0})
+    >>> saved = snapshot(env)
+    >>> first = env.step("calculator(2+2)")[0]
+    >>> restore(env, saved)
+    >>> env.step("calculator(2+2)")[0] == first
+    True
+    """
+    base = env.unwrapped
+    if not isinstance(base, ToolEnv):
+        raise TypeError(f"Expected a toolenv env (a ToolEnv inside its wrappers), got {type(base).__name__}.")
+    counters = tuple({k: copy.copy(v) for k, v in vars(w).items() if k != "env"} for w in _wrappers(env))
+    return EnvSnapshot(base.snapshot().state, counters)
+
+
+def restore(env: gym.Env, snap: EnvSnapshot) -> None:
+    """Put ``env`` (and its wrappers) back to ``snap``, taken from the same env by :func:`snapshot`."""
+    wrappers = _wrappers(env)
+    if len(wrappers) != len(snap.wrappers):
+        raise ValueError(f"Expected the env the snapshot was taken from ({len(snap.wrappers)} wrappers), got one with {len(wrappers)}.")
+    env.unwrapped.restore(EnvSnapshot(snap.state))  # type: ignore[attr-defined]
+    for w, counters in zip(wrappers, snap.wrappers):
+        for k, v in counters.items():
+            setattr(w, k, v)
