@@ -39,11 +39,13 @@ The metrics (:data:`EVAL_METRICS`, all per env):
 Extra keys: ``mean_reward`` (return per episode), ``reward/<term>`` (each reward term
 summed over the episode, averaged over episodes) and, where tasks have gold solutions,
 ``gold_api_recall`` (StepTool's recall: the share of a task's gold APIs the episode called,
-averaged over episodes).
+averaged over episodes); with ``--strategy dfsdt``, ``search_queries`` (actions sampled per
+task) and ``search_answered_rate`` (searches that reached a final answer within the budget).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -148,6 +150,10 @@ def episode_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     recalls = [r for r in recalls if r is not None]
     if recalls:
         metrics["gold_api_recall"] = sum(recalls) / len(recalls)
+    searches = [t.infos[-1]["search"] for t in trajectories if t.infos and isinstance(t.infos[-1].get("search"), dict)]
+    if searches:  # DFSDT (agents.search): actions sampled per task, and how many searches reached an answer
+        metrics["search_queries"] = sum(s["queries"] for s in searches) / len(searches)
+        metrics["search_answered_rate"] = sum(bool(s["answered"]) for s in searches) / len(searches)
     terms = sorted({k for t in trajectories for step in t.reward_terms for k in step})
     for term in terms:
         total = sum(step.get(term, 0.0) for t in trajectories for step in t.reward_terms)
@@ -190,6 +196,9 @@ def evaluate(
     step: int = 0,
     writer: Any = None,
     model_name: str | None = None,
+    strategy: str = "cot",
+    search: Any = None,
+    seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Play the first ``episodes`` tasks of each env greedily and report :func:`episode_metrics`.
 
@@ -207,6 +216,11 @@ def evaluate(
         writer: A ``SummaryWriter`` to log to (not closed here). Without one, a writer under
             ``out_dir/runs/<name>`` is made when ``out_dir`` is given.
         model_name: What the report calls the model (default: the policy's base model).
+        strategy: ``"cot"``: one rollout per task (StepTool's CoT); ``"dfsdt"``: a depth-first
+            search decision tree per task (:func:`agents.search.dfsdt`), sampling at
+            ``settings.temperature``, with its result's ``search`` record in the last info.
+        search: :class:`agents.search.DFSDTSettings` for ``"dfsdt"`` (width, query budget).
+        seed: Seeds sampling per batch (DFSDT, or sampled settings), so a rerun gives the same episodes.
 
     Returns:
         ``{env_id: metrics}`` in the order of ``env_ids``.
@@ -217,9 +231,16 @@ def evaluate(
         raise ValueError(f"Expected episodes >= 1, got {episodes}.")
     if batch_size < 1:
         raise ValueError(f"Expected batch_size >= 1, got {batch_size}.")
+    if strategy not in ("cot", "dfsdt"):
+        raise ValueError(f"Expected strategy to be one of ['cot', 'dfsdt'], got {strategy!r}.")
+    if strategy == "dfsdt":
+        from agents.search import DFSDTSettings, dfsdt
+
+        search = search or DFSDTSettings()
+        settings = settings or GenerationSettings(temperature=1.0, max_new_tokens=96)
+        if settings.greedy:
+            raise ValueError("DFSDT samples its candidate actions: expected settings with greedy=False (a temperature).")
     settings = settings or GenerationSettings(greedy=True, max_new_tokens=96)
-    if not settings.greedy:
-        logger.warning("Evaluating with sampling (greedy=False): results will vary between runs.")
     results: dict[str, dict[str, float]] = {}
     all_trajectories: list[Trajectory] = []
     for env_id in env_ids:
@@ -230,7 +251,12 @@ def evaluate(
         with tqdm(total=n, desc=env_id, unit="ep", disable=not progress) as bar:
             for start in range(0, n, batch_size):
                 indices = list(range(start, min(start + batch_size, n)))
-                batch = rollout(
+                if not settings.greedy:
+                    import torch
+
+                    torch.manual_seed(seed * 1_000_003 + start)
+                play = functools.partial(dfsdt, search=search) if strategy == "dfsdt" else rollout
+                batch = play(
                     policy, envs[: len(indices)], settings=settings, options=[{"index": i} for i in indices],
                     env_ids=[env_id] * len(indices), generator=generator,
                 )
@@ -250,6 +276,8 @@ def evaluate(
         "episodes": episodes,
         "batch_size": batch_size,
         "settings": asdict(settings),
+        "strategy": strategy,
+        **({"search": asdict(search), "seed": seed} if strategy == "dfsdt" else {}),
         "env_kwargs": env_kwargs or {},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -355,6 +383,11 @@ def evaluate_model(
     dtype: str = "auto",
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    strategy: str = "cot",
+    width: int = 2,
+    max_queries: int = 20,
+    temperature: float = 1.0,
+    seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """What ``toolenv eval`` does: check the envs, load the model (no new adapter), :func:`evaluate`.
 
@@ -377,9 +410,16 @@ def evaluate_model(
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: cannot load model {model!r}: {_one_line(e)}") from None
     logger.info("Evaluating %s on %s", model, ", ".join(env_ids))
-    settings = GenerationSettings(greedy=True, max_new_tokens=max_new_tokens)
-    return evaluate(policy, env_ids, episodes=episodes, batch_size=batch_size, settings=settings,
-                    env_kwargs=env_kwargs, out_dir=out_dir, progress=progress, model_name=model)
+    search = None
+    if strategy == "dfsdt":
+        from agents.search import DFSDTSettings
+
+        search = DFSDTSettings(width=width, max_queries=max_queries)
+        settings = GenerationSettings(temperature=temperature, max_new_tokens=max_new_tokens)
+    else:
+        settings = GenerationSettings(greedy=True, max_new_tokens=max_new_tokens)
+    return evaluate(policy, env_ids, episodes=episodes, batch_size=batch_size, settings=settings, env_kwargs=env_kwargs,
+                    out_dir=out_dir, progress=progress, model_name=model, strategy=strategy, search=search, seed=seed)
 
 
 def _one_line(e: BaseException) -> str:

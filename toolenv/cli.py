@@ -153,7 +153,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     kwargs = _parse_kwargs(args.kw)
     for env_id in args.env:
         toolenv.check_env_args(env_id, kwargs)
-    for name in ("episodes", "batch_size", "max_new_tokens"):
+    for name in ("episodes", "batch_size", "max_new_tokens", "width", "max_queries", "temperature"):
         check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
     resolve_device(args.device)
     check_model_name(args.model)
@@ -161,7 +161,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_model(
         args.model, args.env, episodes=args.episodes, out_dir=args.out, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype,
-        env_kwargs=kwargs, progress=not args.no_progress,
+        env_kwargs=kwargs, progress=not args.no_progress, strategy=args.strategy, width=args.width,
+        max_queries=args.max_queries, temperature=args.temperature, seed=args.seed,
     )
     print(format_metrics_table(metrics))
     print(f"\nwrote metrics.md, metrics.json, metrics.png, trajectories.jsonl and runs/ to {args.out}")
@@ -200,11 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_bench)
 
     p = sub.add_parser("train", help="train an agent: toolenv train NAME [options] (toolenv train NAME --help)", add_help=False)
-    p.add_argument("agent", nargs="?", help="agent name: bc, rrhf, ppo, step-ppo, grpo, dpo, a module path, or one registered under the toolenv.agents entry points")
+    p.add_argument("agent", nargs="?", help="agent name: bc, rrhf, ppo, step-ppo, grpo, dpo, rft, archer, a module path, or one registered under the toolenv.agents entry points")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(fn=_cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a model greedily on the first N tasks of each env")
+    p = sub.add_parser("eval", help="evaluate a model on the first N tasks of each env (greedy CoT, or DFSDT search)")
     p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
                    help="a local directory, a hub id, a directory saved by an agent, or smollm2-135m")
     p.add_argument("--env", action="append", required=True, metavar="ID", help="env id (repeatable)")
@@ -216,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "fp32", "bfloat16", "bf16"],
                    help="model dtype (auto: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg (repeatable)")
+    p.add_argument("--strategy", choices=["cot", "dfsdt"], default="cot",
+                   help="cot: one greedy episode per task; dfsdt: ToolBench's depth-first search decision tree (sampled, backtracking)")
+    p.add_argument("--width", type=int, default=2, help="dfsdt: children per node at most")
+    p.add_argument("--max-queries", type=int, default=20, help="dfsdt: sampled actions per task at most")
+    p.add_argument("--temperature", type=float, default=1.0, help="dfsdt: sampling temperature")
+    p.add_argument("--seed", type=int, default=0, help="dfsdt: sampling seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_eval)
 

@@ -184,3 +184,19 @@ def test_gold_api_recall_is_the_share_of_gold_apis_called(policy: Policy) -> Non
     assert m["gold_api_recall"] == pytest.approx((1 + 0.5 + 0) / 3)  # all gold APIs; find_employee only; none
     # tasks without a gold solution give no recall key
     assert "gold_api_recall" not in episode_metrics([Trajectory(env_id="e", task={}, infos=[{"action_kind": "answer"}])])
+
+
+def test_cli_eval_dfsdt_is_reproducible(tiny_model_dir: Path, tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        res = _cli("--model", str(tiny_model_dir), "--env", ENV, "--episodes", "3", "--out", str(out), "--max-new-tokens", "8",
+                   "--device", "cpu", "--strategy", "dfsdt", "--width", "2", "--max-queries", "3", "--seed", "5")
+        assert res.returncode == 0, res.stderr
+        runs.append(json.loads((out / "metrics.json").read_text())[ENV])
+        run = json.loads((out / "run.json").read_text())
+        assert run["strategy"] == "dfsdt" and run["search"]["max_queries"] == 3
+    assert runs[0] == runs[1]  # the same seed samples the same trees
+    assert 1.0 <= runs[0]["search_queries"] <= 3.0 and 0.0 <= runs[0]["search_answered_rate"] <= 1.0
+    res = _cli("--model", str(tiny_model_dir), "--env", ENV, "--out", str(tmp_path / "c"), "--strategy", "dfsdt", "--width", "0")
+    assert res.returncode != 0 and "width" in res.stderr and "Traceback" not in res.stderr
