@@ -23,6 +23,7 @@ trained from scratch on four tasks has nothing to generalise from.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -122,11 +123,12 @@ def noisy_expert(env_id: str, env_kwargs: dict[str, Any], tokenizer: Any, *, wro
 
 
 def sampled_evaluation(model: str | Path, env_id: str, env_kwargs: dict[str, Any], *, episodes: int, max_new_tokens: int,
-                       out_dir: str | Path | None = None, temperature: float = 1.0) -> dict[str, dict[str, float]]:
+                       out_dir: str | Path | None = None, temperature: float = 1.0, search: Any = None) -> dict[str, dict[str, float]]:
     """Play ``episodes`` sampled episodes (task ``i % n``, reset seed ``i``, torch seed 0) and report :func:`agents.evaluate.episode_metrics`.
 
     The same call on any model plays the same tasks with the same seeds, so models are paired
-    episode by episode. Writes ``metrics.json`` and ``trajectories.jsonl`` to ``out_dir``.
+    episode by episode. With ``search`` (:class:`agents.search.DFSDTSettings`) each episode is a
+    DFSDT search instead of one rollout. Writes ``metrics.json`` and ``trajectories.jsonl`` to ``out_dir``.
     """
     from agents.evaluate import episode_metrics, make_eval_env
     from agents.policy import Policy
@@ -138,9 +140,14 @@ def sampled_evaluation(model: str | Path, env_id: str, env_kwargs: dict[str, Any
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     try:
-        trajectories = rollout(policy, envs, settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature),
-                               seeds=list(range(episodes)), options=[{"index": i % n_tasks} for i in range(episodes)],
-                               env_ids=[env_id] * episodes)
+        if search is not None:
+            from agents.search import dfsdt
+
+            play: Any = functools.partial(dfsdt, search=search)
+        else:
+            play = rollout
+        trajectories = play(policy, envs, settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature),
+                            seeds=list(range(episodes)), options=[{"index": i % n_tasks} for i in range(episodes)], env_ids=[env_id] * episodes)
     finally:
         torch.random.set_rng_state(state)
     for env in envs:

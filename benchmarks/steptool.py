@@ -42,7 +42,7 @@ from benchmarks.stats import (
 )
 from toolenv.cli import ArgumentParser
 
-__all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_paired_comparisons", "format_steptool_table", "main",
+__all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_paired_comparisons", "format_steptool_table", "format_strategy_table", "main",
            "paired_comparisons", "run_env_kwargs", "run_steptool"]
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,13 @@ class StepToolPreset:
     # 0.99 / 0.95 through ~150-token observations fades the answer's credit before the first call
     # while the critic is still cold (see gamma above).
     setting: str = "toolenv"
+    # Inference strategies every model is evaluated with (StepTool's two columns): "cot", one episode
+    # per task; "dfsdt", ToolBench's depth-first search decision tree (agents.search), sampling at
+    # dfsdt_temperature, dfsdt_width children per node, dfsdt_queries sampled actions per task at most.
+    strategies: tuple[str, ...] = ("cot",)
+    dfsdt_width: int = 2
+    dfsdt_queries: int = 12
+    dfsdt_temperature: float = 1.0
 
 
 PRESETS: dict[str, StepToolPreset] = {
@@ -118,11 +125,11 @@ PRESETS: dict[str, StepToolPreset] = {
                             env_kwargs={"size": 4, "protocol": "trice"}, seeds=(0, 1, 2, 3, 4), bc_steps=60, bc_batch_size=8, bc_lr=3e-3,
                             bc_lora_r=0, bc_data="noisy-calls", samples=240, episodes_per_iteration=8, ppo_epochs=2, eval_episodes=128,
                             eval_batch_size=128, eval_sampled=True, budgets=(64,), temperature=1.0, max_new_tokens=16, lr=1e-3, gamma=0.99, lam=0.95,
-                            lora_r=8, dpo_pairs_per_task=2),
+                            lora_r=8, dpo_pairs_per_task=2, strategies=("cot", "dfsdt")),
     "full": StepToolPreset(train_env="toolenv/APIChain-v1", test_env="toolenv/APIChain-Test-v1", env_kwargs={}, seeds=(0, 1, 2), bc_steps=1000,
                            bc_batch_size=32, demos=20_000, samples=20_000, episodes_per_iteration=64, ppo_epochs=2, dpo_pairs_per_task=4,
                            eval_episodes=1000, eval_batch_size=64, temperature=1.0, max_new_tokens=128, lora_r=64, gamma=0.99,
-                           lam=0.95, setting="steptool"),
+                           lam=0.95, setting="steptool", strategies=("cot", "dfsdt"), dfsdt_queries=200),
 }
 
 
@@ -196,18 +203,38 @@ def _agent_config(algo: str, preset: StepToolPreset, env_kwargs: dict[str, Any],
     raise ValueError(f"Unknown algorithm {algo!r}: expected one of {list(ALGORITHMS)}.")
 
 
-def _evaluate(model: Path, preset: StepToolPreset, env_kwargs: dict[str, Any], out: Path) -> dict[str, float]:
+def _evaluate(model: Path, preset: StepToolPreset, env_kwargs: dict[str, Any], out: Path, strategy: str = "cot") -> dict[str, float]:
+    """The model's metrics on the test env under ``strategy`` (cached in ``out``)."""
     path = out / "metrics.json"
     if path.exists():
-        return json.loads(path.read_text())[preset.test_env]
+        saved = json.loads(path.read_text())[preset.test_env]
+        episodes = out / "trajectories.jsonl"
+        if episodes.exists():  # metrics added since the run was evaluated (gold API recall) come from its episodes
+            from agents.evaluate import episode_metrics
+            from agents.rollout import load_trajectories
+
+            saved = {**episode_metrics(load_trajectories(episodes)), **saved}
+        return saved
+    search = None
+    if strategy == "dfsdt":
+        from agents.search import DFSDTSettings
+
+        search = DFSDTSettings(width=preset.dfsdt_width, max_queries=preset.dfsdt_queries)
     if preset.eval_sampled:
         from benchmarks.proxy import sampled_evaluation
 
-        return sampled_evaluation(model, preset.test_env, dict(env_kwargs), episodes=preset.eval_episodes,
-                                  max_new_tokens=preset.max_new_tokens, out_dir=out)[preset.test_env]
-    metrics = evaluate_model(str(model), [preset.test_env], episodes=preset.eval_episodes, out_dir=out,
-                             batch_size=preset.eval_batch_size, max_new_tokens=preset.max_new_tokens, env_kwargs=dict(env_kwargs))
+        return sampled_evaluation(model, preset.test_env, dict(env_kwargs), episodes=preset.eval_episodes, max_new_tokens=preset.max_new_tokens,
+                                  out_dir=out, temperature=preset.dfsdt_temperature if search else 1.0, search=search)[preset.test_env]
+    extra: dict[str, Any] = ({"strategy": "dfsdt", "width": preset.dfsdt_width, "max_queries": preset.dfsdt_queries,
+                              "temperature": preset.dfsdt_temperature} if search else {})
+    metrics = evaluate_model(str(model), [preset.test_env], episodes=preset.eval_episodes, out_dir=out, batch_size=preset.eval_batch_size,
+                             max_new_tokens=preset.max_new_tokens, env_kwargs=dict(env_kwargs), **extra)
     return metrics[preset.test_env]
+
+
+def _eval_dir(strategy: str) -> str:
+    """Where a run's evaluation under ``strategy`` lives: ``eval`` (CoT, as before strategies) or ``eval-dfsdt``."""
+    return "eval" if strategy == "cot" else f"eval-{strategy}"
 
 
 def _training_curve(run_dir: Path) -> list[tuple[float, float]]:
@@ -261,6 +288,8 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
                            batch_size=preset.bc_batch_size, demos_per_env=preset.demos, lora_r=bc_r, lora_alpha=max(1, 2 * bc_r),
                            lr=preset.bc_lr, data=data, successful_only=data is None, seed=0, save_every=max(10, preset.bc_steps // 3)))
     results["runs"]["bc"] = [_evaluate(bc_dir, preset, env_kwargs, out / "bc" / "eval")]
+    other_strategies = [x for x in preset.strategies if x != "cot"]
+    results["strategies"] = {x: {"bc": [_evaluate(bc_dir, preset, env_kwargs, out / "bc" / _eval_dir(x), x)]} for x in other_strategies}
     results["seconds"]["bc"] = time.perf_counter() - start
 
     # 2. every algorithm from the same warm start, the same samples, each seed
@@ -277,6 +306,8 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
                     module, cfg = _agent_config(algo, replace(preset, samples=budget), env_kwargs, bc_dir, model_dir, seed)
                     module.train(cfg)
                 results["runs"][key].append(_evaluate(model_dir, preset, env_kwargs, run / "eval"))
+                for x in other_strategies:
+                    results["strategies"][x].setdefault(key, []).append(_evaluate(model_dir, preset, env_kwargs, run / _eval_dir(x), x))
                 results["curves"][key].append(_training_curve(model_dir))
         results["seconds"][algo] = time.perf_counter() - start
 
@@ -284,6 +315,14 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
     outcomes = {key: _outcomes(out, results, key) for key in results["runs"]}
     results["success_ci"] = {key: list(bootstrap_ci(o[1])) for key, o in outcomes.items() if o is not None}
     results["comparisons"] = paired_comparisons(out, results, outcomes)
+    results["strategy_ci"], results["strategy_comparisons"] = {}, []
+    for x in other_strategies:  # each run under the search against the same run under CoT, on the same episodes
+        searched = {key: _outcomes(out, results, key, _eval_dir(x)) for key in results["runs"]}
+        results["strategy_ci"][x] = {key: list(bootstrap_ci(o[1])) for key, o in searched.items() if o is not None}
+        for key in results["runs"]:
+            row = _paired(searched.get(key), outcomes.get(key), (f"{key} [{x}]", f"{key} [cot]"))
+            if row is not None:
+                results["strategy_comparisons"].append(row)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "steptool_table.md").write_text(format_steptool_table(results) + "\n")
     plot_steptool(results, out / "steptool.png")
@@ -323,6 +362,31 @@ def format_steptool_table(results: dict[str, Any]) -> str:
                  "Intervals: bootstrap over held-out tasks and seeds.")
     if results.get("comparisons"):
         lines += ["", format_paired_comparisons(results["comparisons"])]
+    if results.get("strategies"):
+        lines += ["", format_strategy_table(results)]
+    return "\n".join(lines)
+
+
+def format_strategy_table(results: dict[str, Any]) -> str:
+    """StepTool's two columns: success per run under CoT and under each search strategy, and the paired difference."""
+    runs = results["runs"]
+    others = list(results["strategies"])
+    head = "| algorithm | CoT success % [95 % CI] | " + " | ".join(f"{x.upper()} success % [95 % CI] | {x.upper()} actions sampled per task" for x in others) + " |"
+    lines = [head, "|---|---:|" + "---:|---:|" * len(others)]
+    for key, ms in runs.items():
+        cells = [key, f"{_mean_std([m['accuracy'] for m in ms])} {format_ci(*results['success_ci'][key]) if key in results.get('success_ci', {}) else ''}"]
+        for x in others:
+            sm = results["strategies"][x].get(key, [])
+            ci = results.get("strategy_ci", {}).get(x, {}).get(key)
+            cells.append(f"{_mean_std([m['accuracy'] for m in sm])} {format_ci(*ci) if ci else ''}" if sm else "–")
+            cells.append(f"{np.mean([m.get('search_queries', 0.0) for m in sm]):.1f}" if sm else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    p = results["preset"]
+    lines += ["", f"DFSDT: up to {p['dfsdt_width']} children per node and {p['dfsdt_queries']} sampled actions per task, at temperature "
+                  f"{p['dfsdt_temperature']}, on the same episodes as CoT (mean ± std over seeds, then the 95 % interval)."]
+    if results.get("strategy_comparisons"):
+        comps = [Comparison.from_dict(r) for r in results["strategy_comparisons"]]
+        lines += ["", COMPARISON_HEADER, *[format_comparison(c) for c in comps]]
     return "\n".join(lines)
 
 
@@ -388,10 +452,10 @@ def _run_dir(out: Path, key: str, seed: int) -> Path:
     return out / algo / (f"samples{budget}" if budget else "") / f"seed{seed}"
 
 
-def _outcomes(out: Path, results: dict[str, Any], algo: str) -> tuple[list[str], np.ndarray] | None:
+def _outcomes(out: Path, results: dict[str, Any], algo: str, eval_dir: str = "eval") -> tuple[list[str], np.ndarray] | None:
     """``(task ids, [seeds, tasks] successes)`` of an algorithm's held-out episodes (the warm start: one row)."""
-    paths = ([out / "bc" / "eval" / "trajectories.jsonl"] if algo == "bc"
-             else [_run_dir(out, algo, s) / "eval" / "trajectories.jsonl" for s in results["preset"]["seeds"]])
+    paths = ([out / "bc" / eval_dir / "trajectories.jsonl"] if algo == "bc"
+             else [_run_dir(out, algo, s) / eval_dir / "trajectories.jsonl" for s in results["preset"]["seeds"]])
     rows = [_successes(p) for p in paths if p.exists()]
     if not rows:
         return None
@@ -418,19 +482,25 @@ def paired_comparisons(out: str | Path, results: dict[str, Any], outcomes: dict[
             pairs += [(key, other) for other in results["runs"]
                       if other not in ("bc", key) and other.partition("@")[2] == budget and other.partition("@")[0] != "step-ppo"]
     for a, b in pairs:
-        oa, ob = outcomes.get(a), outcomes.get(b)
-        if oa is None or ob is None:
-            continue
-        ids = sorted(set(oa[0]) & set(ob[0]))
-        col_a, col_b = {i: k for k, i in enumerate(oa[0])}, {i: k for k, i in enumerate(ob[0])}
-        xa = oa[1][:, [col_a[i] for i in ids]]
-        xb = ob[1][:, [col_b[i] for i in ids]]
-        if xb.shape[0] == 1:
-            xb = np.repeat(xb, xa.shape[0], axis=0)
-        if xa.shape != xb.shape:  # unequal seed counts: compare seed means per task
-            xa, xb = xa.mean(axis=0), xb.mean(axis=0)
-        rows.append(compare(xa, xb, names=(a, "warm start" if b == "bc" else b)).as_dict())
+        row = _paired(outcomes.get(a), outcomes.get(b), (a, "warm start" if b == "bc" else b))
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def _paired(oa: Any, ob: Any, names: tuple[str, str]) -> dict[str, Any] | None:
+    """:func:`benchmarks.stats.compare` of two runs' outcomes on the episodes both played (``None`` if either is missing)."""
+    if oa is None or ob is None:
+        return None
+    ids = sorted(set(oa[0]) & set(ob[0]))
+    col_a, col_b = {i: k for k, i in enumerate(oa[0])}, {i: k for k, i in enumerate(ob[0])}
+    xa = oa[1][:, [col_a[i] for i in ids]]
+    xb = ob[1][:, [col_b[i] for i in ids]]
+    if xb.shape[0] == 1:
+        xb = np.repeat(xb, xa.shape[0], axis=0)
+    if xa.shape != xb.shape:  # unequal seed counts: compare seed means per task
+        xa, xb = xa.mean(axis=0), xb.mean(axis=0)
+    return compare(xa, xb, names=names).as_dict()
 
 
 def format_paired_comparisons(rows: Sequence[dict[str, Any]]) -> str:
@@ -477,6 +547,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="PPO/step-PPO/DPO as this suite runs them, or as StepTool's code does (preset cpu: toolenv; full: steptool)")
     parser.add_argument("--bc-data", choices=["gold", "noisy", "noisy-calls"], default=None,
                         help="warm-start data: gold call sequences, or the noisy expert with wrong answers (and wrong calls) (preset proxy: noisy-calls)")
+    parser.add_argument("--strategy", action="append", choices=["cot", "dfsdt"], default=[],
+                        help="inference strategies to evaluate every model with (repeatable; preset cpu: cot; proxy and full: cot and dfsdt)")
+    parser.add_argument("--dfsdt-queries", type=int, default=None, help="DFSDT: sampled actions per task at most (preset proxy: 12; full: 200)")
     parser.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg of the train and test envs (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -509,6 +582,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["useless_call_cost"] = False
     if args.algorithm:
         overrides["algorithms"] = tuple(args.algorithm)
+    if args.strategy:
+        overrides["strategies"] = tuple(dict.fromkeys(["cot", *args.strategy]))  # CoT is the table's main column
+    if args.dfsdt_queries is not None:
+        if args.dfsdt_queries < 1:
+            usage_error(parser, f"Expected --dfsdt-queries >= 1, got {args.dfsdt_queries}.")
+        overrides["dfsdt_queries"] = args.dfsdt_queries
     if args.seeds:
         overrides["seeds"] = tuple(range(args.seeds))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -27,7 +27,7 @@ def test_bench_steptool_tiny(tmp_path: Path) -> None:
     algorithms = list(ALGORITHMS)
     cmd = [
         sys.executable, "-m", "toolenv.cli", "bench", "steptool", "--preset", "smoke", "--model", str(model_dir),
-        "--out", str(out), "--samples", "8", "--eval-episodes", "3", "--max-new-tokens", "16",
+        "--out", str(out), "--samples", "8", "--eval-episodes", "3", "--max-new-tokens", "16", "--strategy", "dfsdt", "--dfsdt-queries", "3",
         *[a for algo in algorithms for a in ("--algorithm", algo)],
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -48,6 +48,13 @@ def test_bench_steptool_tiny(tmp_path: Path) -> None:
         assert f"| {algo} − warm start | 3 |" in result.stdout
     assert "| step-ppo − ppo | 3 |" in result.stdout and "Step-grained rewards beat a final reward" in result.stdout
     assert {c["a"] for c in results["comparisons"]} == set(algorithms)
+    # every model also searched with DFSDT on the same tasks, and compared with its CoT episodes
+    assert set(results["strategies"]["dfsdt"]) == {"bc", *algorithms}
+    for algo in ("bc", *algorithms):
+        [m] = results["strategies"]["dfsdt"][algo]
+        assert m["episodes"] == 3 and 1.0 <= m["search_queries"] <= 3.0
+    assert {c["a"] for c in results["strategy_comparisons"]} == {f"{a} [dfsdt]" for a in ("bc", *algorithms)}
+    assert "DFSDT success % [95 % CI]" in result.stdout and "| ppo [dfsdt] − ppo [cot] | 3 |" in result.stdout
     lo, hi = results["success_ci"]["bc"][1:]
     assert 0.0 <= lo <= results["runs"]["bc"][0]["accuracy"] <= hi <= 1.0
 
