@@ -93,6 +93,28 @@ for _name, (_ds, _desc, _extra) in _DATASETS.items():
         )
 
 # --- APIChain ---
+_QA = "toolenv.envs.qa:QAEnv"
+_QA_STEPS = 4
+_QA_DATASETS = {
+    # name in ids: (dataset kwarg, description, test split)
+    "WebQuestions": ("webquestions", "WebQuestions (Berant et al. 2013), TRICE's QA task", "test"),
+    "NQ": ("nq", "NaturalQuestions open (Lee et al. 2019), TRICE's QA task; train needs NQ-open.train.jsonl", "test"),
+    "TriviaQA": ("triviaqa", "TriviaQA unfiltered (Joshi et al. 2017), TRICE's QA task", "test"),
+    "HotpotQA": ("hotpotqa", "HotpotQA distractor questions (Yang et al. 2018), 80 train / 20 test, with gold searches", "test"),
+}
+for _name, (_ds, _desc, _test) in _QA_DATASETS.items():
+    for _suffix, _split in (("", "train"), ("-Test", _test)):
+        register_env(
+            f"toolenv/{_name}{_suffix}-v0",
+            _QA,
+            description=f"{_desc} ({_split} split): answer with WikiSearch (BM25 over a local passage corpus).",
+            tools=("WikiSearch",),
+            datasets=(f"{_ds}:{_split}",),
+            needs_data=True,
+            max_episode_steps=_QA_STEPS,
+            kwargs={"dataset": _ds, "split": _split},
+        )
+
 _APICHAIN = "toolenv.envs.apichain:APIChainEnv"
 _APICHAIN_STEPS = 8
 _APICHAIN_TOOLS = (
