@@ -373,17 +373,22 @@ def format_strategy_table(results: dict[str, Any]) -> str:
     others = list(results["strategies"])
     head = "| algorithm | CoT success % [95 % CI] | " + " | ".join(f"{x.upper()} success % [95 % CI] | {x.upper()} actions sampled per task" for x in others) + " |"
     lines = [head, "|---|---:|" + "---:|---:|" * len(others)]
+    def cell(ms: list[dict[str, float]], ci: Any) -> str:
+        if not ms:
+            return "–"
+        spread = f" (± {100 * np.std([m['accuracy'] for m in ms]):.1f})" if len(ms) > 1 else ""
+        return (format_ci(*ci) if ci else _mean_std([m["accuracy"] for m in ms])) + spread
+
     for key, ms in runs.items():
-        cells = [key, f"{_mean_std([m['accuracy'] for m in ms])} {format_ci(*results['success_ci'][key]) if key in results.get('success_ci', {}) else ''}"]
+        cells = [key, cell(ms, results.get("success_ci", {}).get(key))]
         for x in others:
             sm = results["strategies"][x].get(key, [])
-            ci = results.get("strategy_ci", {}).get(x, {}).get(key)
-            cells.append(f"{_mean_std([m['accuracy'] for m in sm])} {format_ci(*ci) if ci else ''}" if sm else "–")
+            cells.append(cell(sm, results.get("strategy_ci", {}).get(x, {}).get(key)))
             cells.append(f"{np.mean([m.get('search_queries', 0.0) for m in sm]):.1f}" if sm else "–")
         lines.append("| " + " | ".join(cells) + " |")
     p = results["preset"]
     lines += ["", f"DFSDT: up to {p['dfsdt_width']} children per node and {p['dfsdt_queries']} sampled actions per task, at temperature "
-                  f"{p['dfsdt_temperature']}, on the same episodes as CoT (mean ± std over seeds, then the 95 % interval)."]
+                  f"{p['dfsdt_temperature']}, on the same episodes as CoT. Each cell: success with its 95 % interval (± the std over seeds)."]
     if results.get("strategy_comparisons"):
         comps = [Comparison.from_dict(r) for r in results["strategy_comparisons"]]
         lines += ["", COMPARISON_HEADER, *[format_comparison(c) for c in comps]]
