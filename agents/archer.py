@@ -58,7 +58,16 @@ from agents.rollout import (
     save_trajectories,
     step_rewards_of,
 )
-from agents.utils import Checkpointer, TokenScorer, collate, finish_run, linear_warmup, load_policy_for_training, make_writer, set_seed
+from agents.utils import (
+    Checkpointer,
+    TokenScorer,
+    collate,
+    finish_run,
+    linear_warmup,
+    load_policy_for_training,
+    make_writer,
+    set_seed,
+)
 
 __all__ = ["Config", "DoubleCritic", "ReplayBuffer", "actor_loss", "critic_loss", "main", "soft_update", "train", "turn_transitions"]
 

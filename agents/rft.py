@@ -36,7 +36,15 @@ import toolenv  # noqa: F401  (registers the env ids)
 from agents.bc import sft_step
 from agents.config import TrainConfig, check_positive, config_from_args
 from agents.rollout import GenerationSettings, Trajectory, load_trajectories, rollout_groups, save_trajectories
-from agents.utils import Checkpointer, TokenScorer, finish_run, linear_warmup, load_policy_for_training, make_writer, set_seed
+from agents.utils import (
+    Checkpointer,
+    TokenScorer,
+    finish_run,
+    linear_warmup,
+    load_policy_for_training,
+    make_writer,
+    set_seed,
+)
 
 __all__ = ["Config", "keep_passed", "main", "train"]
 

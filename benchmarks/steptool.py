@@ -42,7 +42,7 @@ from benchmarks.stats import (
 )
 from toolenv.cli import ArgumentParser
 
-__all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_paired_comparisons", "format_steptool_table", "format_strategy_table", "main",
+__all__ = ["ALGORITHMS", "PRESETS", "StepToolPreset", "format_paired_comparisons", "format_steptool_table", "format_strategy_table", "main", "solution_of", "win_rates",
            "paired_comparisons", "run_env_kwargs", "run_steptool"]
 
 logger = logging.getLogger(__name__)
@@ -315,6 +315,7 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
     outcomes = {key: _outcomes(out, results, key) for key in results["runs"]}
     results["success_ci"] = {key: list(bootstrap_ci(o[1])) for key, o in outcomes.items() if o is not None}
     results["comparisons"] = paired_comparisons(out, results, outcomes)
+    results["win_rate"] = win_rates(out, results)
     results["strategy_ci"], results["strategy_comparisons"] = {}, []
     for x in other_strategies:  # each run under the search against the same run under CoT, on the same episodes
         searched = {key: _outcomes(out, results, key, _eval_dir(x)) for key in results["runs"]}
@@ -338,9 +339,9 @@ def format_steptool_table(results: dict[str, Any]) -> str:
     """One row per algorithm: success, call success, mean reward terms (mean ± std over seeds)."""
     runs: dict[str, list[dict[str, float]]] = results["runs"]
     terms = sorted({k for ms in runs.values() for m in ms for k in m if k.startswith("reward/")})
-    head = ("| algorithm | samples | success % [95 % CI] | success % (mean ± std over seeds) | call success % | gold API recall % | turns | "
-            + " | ".join(t[len("reward/"):] for t in terms) + " |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(terms)]
+    head = ("| algorithm | samples | success % [95 % CI] | success % (mean ± std over seeds) | call success % | gold API recall % | "
+            "win rate vs warm start % | turns | " + " | ".join(t[len("reward/"):] for t in terms) + " |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(terms)]
     samples = results["preset"]["samples"]
     for algo, ms in runs.items():
         ci = results.get("success_ci", {}).get(algo)
@@ -348,6 +349,7 @@ def format_steptool_table(results: dict[str, Any]) -> str:
             algo, "0 (warm start)" if algo == "bc" else (algo.partition("@")[2] or str(samples)), format_ci(*ci) if ci else "–", _mean_std([m["accuracy"] for m in ms]),
             _mean_std([m["call_success_rate"] for m in ms]),
             _mean_std([m["gold_api_recall"] for m in ms]) if all("gold_api_recall" in m for m in ms) else "–",
+            _mean_std(results["win_rate"][algo]) if results.get("win_rate", {}).get(algo) else "–",
             f"{np.mean([m['mean_turns'] for m in ms]):.2f}",
         ]
         cells += [f"{np.mean([m.get(t, 0.0) for m in ms]):.3f}" for t in terms]
@@ -359,7 +361,8 @@ def format_steptool_table(results: dict[str, Any]) -> str:
                   if p.get("eval_sampled") else f"Greedy evaluation on the first {p['eval_episodes']} tasks of {p['test_env']}")
     lines.append(f"{evaluation}; trained on {p['train_env']} "
                  f"({json.dumps(results.get('env_kwargs', p.get('env_kwargs')) or {})}) from one BC warm start; {len(p['seeds'])} seed(s); model {p['model']}. "
-                 "Intervals: bootstrap over held-out tasks and seeds.")
+                 "Intervals: bootstrap over held-out tasks and seeds. Win rate: each episode against the warm start's on the same "
+                 "task and seed, the one that passed preferred, ties half (rewards.preference; mean ± std over seeds).")
     if results.get("comparisons"):
         lines += ["", format_paired_comparisons(results["comparisons"])]
     if results.get("strategies"):
@@ -432,6 +435,58 @@ def plot_steptool(results: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def solution_of(traj: Any) -> dict[str, Any]:
+    """A trajectory as :mod:`rewards.preference` reads a solution: query, calls with their outputs, answer, passed."""
+    steps = []
+    for info in traj.infos:
+        for call, output in zip(info.get("calls") or [], info.get("tool_outputs") or []):
+            steps.append({"name": call.get("name", ""), "arguments": call.get("arguments") or call.get("positional") or {}, "output": output})
+    answer = next((info.get("answer") for info in reversed(traj.infos) if info.get("answer") is not None), None)
+    return {"query": str(traj.task.get("question", "")), "steps": steps, "answer": answer, "passed": traj.success}
+
+
+def _episodes(path: Path) -> dict[str, Any]:
+    """Trajectories keyed like :func:`_successes`."""
+    from agents.rollout import load_trajectories
+
+    seen: dict[str, int] = {}
+    out = {}
+    for t in load_trajectories(path):
+        task = str(t.task.get("id"))
+        out[f"{task}#{seen.get(task, 0)}"] = t
+        seen[task] = seen.get(task, 0) + 1
+    return out
+
+
+def win_rates(out: str | Path, results: dict[str, Any], preference: Any = None) -> dict[str, list[float]]:
+    """Each run's win rate against the warm start per seed (StepTool's third metric): the mean
+    :mod:`rewards.preference` verdict over the episodes both played, ties counted half.
+
+    ``preference`` defaults to :func:`rewards.preference.rule_preference` (the one that passed wins);
+    :func:`rewards.preference.llm_preference` asks a model instead.
+    """
+    from rewards.preference import rule_preference, win_rate
+
+    out = Path(out)
+    preference = preference or rule_preference
+    reference_path = out / "bc" / "eval" / "trajectories.jsonl"
+    if not reference_path.exists():
+        return {}
+    reference = _episodes(reference_path)
+    rates: dict[str, list[float]] = {}
+    for key in results["runs"]:
+        if key == "bc":
+            continue
+        for seed in results["preset"]["seeds"]:
+            path = _run_dir(out, key, seed) / "eval" / "trajectories.jsonl"
+            if not path.exists():
+                continue
+            mine = _episodes(path)
+            pairs = [(solution_of(mine[k]), solution_of(reference[k])) for k in sorted(set(mine) & set(reference))]
+            rates.setdefault(key, []).append(win_rate(pairs, preference))
+    return rates
 
 
 def _successes(path: Path) -> dict[str, float]:

@@ -5,6 +5,7 @@ data with it.
 """
 
 from rewards.math import TRICE_SCORES, extract_number, numeric_match, round2_equal, trice_score, uses_tool
+from rewards.preference import llm_preference, rule_preference, win_rate
 from rewards.steps import (
     STEPTOOL_JUDGE_PROMPT,
     TASK_STATUS,
@@ -36,6 +37,9 @@ __all__ = [
     "extract_number",
     "format_steps",
     "llm_judge",
+    "llm_preference",
+    "rule_preference",
+    "win_rate",
     "load_steptool_annotations",
     "numeric_match",
     "parse_judge_reply",

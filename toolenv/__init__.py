@@ -115,6 +115,28 @@ for _name, (_ds, _desc, _test) in _QA_DATASETS.items():
             kwargs={"dataset": _ds, "split": _split},
         )
 
+for _suffix, _split in (("", "train"), ("-Test", "test")):
+    register_env(
+        f"toolenv/LAMA{_suffix}-v0",
+        "toolenv.envs.qa:LAMAEnv",
+        description=f"LAMA T-REx cloze facts (Petroni et al. 2019), TRICE's LAMA task ({_split}): answer with QA(question) (qa=: BM25 over the evidence sentences, chat:MODEL, or a callable).",
+        tools=("QA",),
+        datasets=(f"lama:{_split}",),
+        needs_data=True,
+        max_episode_steps=_QA_STEPS,
+        kwargs={"split": _split},
+    )
+    register_env(
+        f"toolenv/MLQA{_suffix}-v0",
+        "toolenv.envs.qa:MLQAEnv",
+        description=f"MLQA (Lewis et al. 2020), TRICE's multilingual QA task ({_split}): English context, question in question_lang=, translator(text) (translator=seq2seq:MODEL, chat:MODEL or a callable; required).",
+        tools=("translator",),
+        datasets=(f"mlqa:{_split}",),
+        needs_data=True,
+        max_episode_steps=_QA_STEPS,
+        kwargs={"split": _split},
+    )
+
 _APICHAIN = "toolenv.envs.apichain:APIChainEnv"
 _APICHAIN_STEPS = 8
 _APICHAIN_TOOLS = (

@@ -55,6 +55,15 @@ def test_bench_steptool_tiny(tmp_path: Path) -> None:
         assert m["episodes"] == 3 and 1.0 <= m["search_queries"] <= 3.0
     assert {c["a"] for c in results["strategy_comparisons"]} == {f"{a} [dfsdt]" for a in ("bc", *algorithms)}
     assert "DFSDT success % [95 % CI]" in result.stdout and "| ppo [dfsdt] − ppo [cot] | 3 |" in result.stdout
+    # win rate against the warm start (rule preference): 1/2 + (share only this run solved - share only the warm start solved) / 2
+    from agents.rollout import load_trajectories
+
+    warm = [t.success for t in load_trajectories(out / "bc" / "eval" / "trajectories.jsonl")]
+    for algo in algorithms:
+        mine = [t.success for t in load_trajectories(out / algo / "seed0" / "eval" / "trajectories.jsonl")]
+        expected = 0.5 + sum(a - b for a, b in zip(mine, warm)) / (2 * len(warm))
+        assert results["win_rate"][algo] == [pytest.approx(expected)]
+    assert "win rate vs warm start %" in result.stdout
     lo, hi = results["success_ci"]["bc"][1:]
     assert 0.0 <= lo <= results["runs"]["bc"][0]["accuracy"] <= hi <= 1.0
 

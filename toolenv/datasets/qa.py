@@ -21,6 +21,18 @@ Every loader reads the public release's own layout from the data directory and r
   (items 80-99), ``dev`` (the 7,405, for a user-supplied corpus). The distractor items carry a
   gold solution: ``WikiSearch(title)`` for each supporting title, then the answer.
 
+TRICE's other two tasks:
+
+- LAMA T-REx (Petroni et al. 2019), LAMA's own layout: ``lama/TREx/P*.jsonl``, one fact per line,
+  ``{"uuid", "sub_label", "obj_label", "predicate_id", "evidences": [{"masked_sentence", "obj_surface", ...}]}``.
+  The question is the first evidence sentence cut at ``[MASK]`` and ended with ``?``, as TRICE
+  writes them ("The steel is named after Damascus, the capital city of ?"); the answer is
+  ``obj_label``. Splits: ``test`` holds the facts whose ``uuid`` hashes to 0 mod 5 (a fifth, as
+  TRICE's 12,607 / 3,154), ``train`` the rest.
+- MLQA (Lewis et al. 2020), its own layout: ``mlqa/MLQA_V1/{dev,test}/{dev,test}-context-{c}-question-{q}.json``
+  (SQuAD format). The question is TRICE's ``"Context: ...\nQuestion: ..."`` with the context in
+  English and the question in another language; splits ``train`` (the dev file) and ``test``.
+
 The passage corpus ``WikiSearch`` searches is a JSON Lines file of ``{"title", "text"}`` records
 (any other fields ignored), given as ``corpus=PATH`` — for instance a Wikipedia passage dump,
 DPR's ``psgs_w100`` converted to that layout. Without one, :func:`hotpotqa_passages` gives the
@@ -41,8 +53,12 @@ from toolenv.types import Task, ToolCall
 __all__ = [
     "QA_DATASETS",
     "QA_SPLITS",
+    "MLQA_LANGUAGES",
     "hotpotqa_passages",
+    "lama_passages",
     "load_corpus",
+    "load_lama",
+    "load_mlqa",
     "load_hotpotqa",
     "load_nq",
     "load_triviaqa",
@@ -60,6 +76,8 @@ QA_SPLITS: dict[str, tuple[str, ...]] = {
     "triviaqa": ("train", "test"),
     "hotpotqa": ("train", "test", "dev"),
 }
+#: MLQA's languages (Lewis et al. 2020); TRICE asks the question in one and gives the context in English.
+MLQA_LANGUAGES = ("en", "ar", "de", "es", "hi", "vi", "zh")
 QA_DATASETS = tuple(QA_SPLITS)
 _HOTPOT_DISTRACTOR = "hotpotqa/hotpot_dev_distractor_first100.json"
 _HOTPOT_TRAIN = 80
@@ -185,3 +203,80 @@ def trice_fewshot(data_dir: PathArg = None, task: str = "qa") -> list[dict[str, 
         with record_of(path, f"line {lineno}"):
             out.append({"instruction": str(item["instruction"]), "input": str(item["input"]), "output": str(item["output"])})
     return out
+
+
+def _lama_question(sentence: str) -> str:
+    """TRICE's cloze question: the sentence up to ``[MASK]``, then ``?`` (the whole sentence with ``?`` for it when little comes before).
+
+    >>> _lama_question("The steel is named after Damascus, the capital city of [MASK].")
+    'The steel is named after Damascus, the capital city of ?'
+    >>> _lama_question("[MASK] is the capital of Syria.")
+    '? is the capital of Syria.'
+    """
+    before = sentence.split("[MASK]")[0].rstrip()
+    return f"{before} ?" if len(before.split()) >= 3 else sentence.replace("[MASK]", "?", 1).strip()
+
+
+def _lama_files(data_dir: PathArg) -> list[Path]:
+    folder = require_file(data_dir, "lama/TREx")
+    files = sorted(folder.glob("P*.jsonl"))
+    if not files:
+        raise DataFormatError(f"{folder}: expected LAMA's T-REx files P<relation>.jsonl, found none.")
+    return files
+
+
+def _lama_test(uuid: str) -> bool:
+    import hashlib
+
+    return int(hashlib.sha256(uuid.encode()).hexdigest(), 16) % 5 == 0
+
+
+def load_lama(split: str, data_dir: PathArg = None) -> list[Task]:
+    check_choice("split", split, ("train", "test"))
+    tasks = []
+    for path in _lama_files(data_dir):
+        for lineno, item in read_json_lines(path):
+            with record_of(path, f"line {lineno}"):
+                uuid = str(item["uuid"])
+                if _lama_test(uuid) != (split == "test"):
+                    continue
+                evidences = [e for e in item.get("evidences") or [] if "[MASK]" in e.get("masked_sentence", "")]
+                if not evidences:
+                    continue
+                tasks.append(_task(f"lama-trex-{uuid}", _lama_question(evidences[0]["masked_sentence"]), [item["obj_label"]],
+                                   {"dataset": "lama", "split": split, "relation": item.get("predicate_id"), "subject": item.get("sub_label")}))
+    return tasks
+
+
+def lama_passages(data_dir: PathArg = None) -> list[tuple[str, str]]:
+    """Every T-REx evidence sentence with its mask filled, titled by the subject: the ``QA`` tool's default corpus
+    (the Wikipedia sentences T-REx was aligned from)."""
+    out: dict[str, tuple[str, str]] = {}
+    for path in _lama_files(data_dir):
+        for lineno, item in read_json_lines(path):
+            with record_of(path, f"line {lineno}"):
+                for e in item.get("evidences") or []:
+                    text = str(e.get("masked_sentence", "")).replace("[MASK]", str(e.get("obj_surface") or item["obj_label"]))
+                    out.setdefault(text, (str(item.get("sub_label", "")), text))
+    return list(out.values())
+
+
+def load_mlqa(split: str, data_dir: PathArg = None, *, question_lang: str = "vi", context_lang: str = "en") -> list[Task]:
+    check_choice("split", split, ("train", "test"))
+    check_choice("question_lang", question_lang, MLQA_LANGUAGES)
+    check_choice("context_lang", context_lang, MLQA_LANGUAGES)
+    part = "dev" if split == "train" else "test"
+    path = require_file(data_dir, f"mlqa/MLQA_V1/{part}/{part}-context-{context_lang}-question-{question_lang}.json")
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise DataFormatError(f"{path}: expected the SQuAD layout, an object with a 'data' list.")
+    tasks = []
+    for i, article in enumerate(data["data"]):
+        with record_of(path, f"data[{i}]"):
+            for paragraph in article["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    question = f"Context: {paragraph['context'].strip()}\nQuestion: {qa['question'].strip()}"
+                    tasks.append(_task(f"mlqa-{context_lang}-{question_lang}-{qa['id']}", question, [a["text"] for a in qa["answers"]],
+                                       {"dataset": "mlqa", "split": split, "question_lang": question_lang,
+                                        "question_only": qa["question"].strip()}))
+    return tasks

@@ -9,11 +9,13 @@ from typing import ClassVar
 from rewards.qa import contains_match, exact_match, token_f1
 from toolenv.core import BASE_REWARD_WEIGHTS, ToolEnv
 from toolenv.datasets.base import ListTaskSet, check_choice
-from toolenv.datasets.qa import hotpotqa_passages, load_corpus, qa_tasks
+from toolenv.datasets.qa import hotpotqa_passages, lama_passages, load_corpus, load_lama, load_mlqa, qa_tasks
 from toolenv.protocols import Protocol
+from toolenv.tools.base import Tool
+from toolenv.tools.models import model_backend
 from toolenv.tools.retrieval import bm25_retriever, wiki_search
 
-__all__ = ["QA_INSTRUCTION", "QA_REWARD_WEIGHTS", "QAEnv"]
+__all__ = ["LAMA_INSTRUCTION", "MLQA_INSTRUCTION", "QA_INSTRUCTION", "QA_REWARD_WEIGHTS", "LAMAEnv", "MLQAEnv", "QAEnv"]
 
 #: TRICE's instruction for the QA task (``generate_data/utils/qa.json``, as in its few-shot prompts).
 QA_INSTRUCTION = "Given a question, answer it and you can use WikiSearch for help."
@@ -122,3 +124,128 @@ class QAEnv(ToolEnv):
 
     def __repr__(self) -> str:
         return f"QAEnv(dataset={self.dataset!r}, split={self.split!r}, protocol={self.protocol.name!r})"
+
+
+#: TRICE's instructions (``generate_data/utils/{lama,mlqa}.json``, as in its few-shot prompts).
+LAMA_INSTRUCTION = "Given a question, answer it and you can use a QA model for help."
+MLQA_INSTRUCTION = "Given a context, please answer the question in English and you can use a translator for help."
+
+
+def _qa_tool(backend: Callable[[str], str], *, timeout: float, max_output_chars: int) -> Tool:
+    def QA(question: str) -> str:  # noqa: N802  (TRICE's tool name)
+        """Ask a question-answering model a factual question.
+
+        Args:
+            question: A complete question, e.g. What is the capital city of Syria?
+        """
+        question = str(question).strip()
+        if not question:
+            raise ValueError("Expected a question, e.g. QA(What is the capital city of Syria?).")
+        return backend(question)
+
+    return Tool(QA, timeout=timeout, max_output_chars=max_output_chars)
+
+
+def _translator_tool(backend: Callable[[str], str], *, timeout: float, max_output_chars: int) -> Tool:
+    def translator(text: str) -> str:
+        """Translate text into English.
+
+        Args:
+            text: The text to translate, in any language.
+        """
+        text = str(text).strip()
+        if not text:
+            raise ValueError("Expected text to translate, e.g. translator(¿Dónde está?).")
+        return backend(text)
+
+    return Tool(translator, timeout=timeout, max_output_chars=max_output_chars)
+
+
+class LAMAEnv(QAEnv):
+    """TRICE's LAMA task: T-REx cloze facts with a ``QA(question)`` tool.
+
+    The question is a Wikipedia sentence cut where the object was ("The steel is named after
+    Damascus, the capital city of ?"); the model may ask ``QA(What is the capital city of Syria?)``
+    and answers; right when the gold object occurs in the answer's first 20 words (TRICE's
+    ``lama_evaluate``). ``qa=`` is the tool's backend: ``"retriever"`` (default: BM25 over the T-REx
+    evidence sentences, or ``corpus=``, the best sentence returned — TRICE used Atlas over
+    Wikipedia), ``"chat:MODEL"`` (a chat model answers, given the two best passages), or any
+    callable ``f(question) -> str``. Data: ``lama/TREx/P*.jsonl`` (:func:`toolenv.datasets.qa.load_lama`).
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        qa: str | Callable[[str], str] = "retriever",
+        corpus: str | os.PathLike[str] | None = None,
+        match: str = "contains",
+        data_dir: str | os.PathLike[str] | None = None,
+        protocol: str | Protocol = "trice",
+        reward_weights: Mapping[str, float] | None = None,
+        answer_reward: Callable[..., list[float]] | None = None,
+        tool_timeout: float = 30.0,
+        max_output_chars: int = 2_000,
+        render_mode: str | None = None,
+    ) -> None:
+        check_choice("match", match, ("contains", "exact"))
+        tasks = load_lama(split, data_dir)
+        if qa == "retriever" or (isinstance(qa, str) and qa.startswith("chat:")):
+            retriever = bm25_retriever(load_corpus(corpus) if corpus is not None else lama_passages(data_dir))
+        if qa == "retriever":
+            def backend(question: str) -> str:
+                hits = retriever.search(question, 1)
+                return hits[0][1] if hits else "I do not know."
+        elif isinstance(qa, str) and qa.startswith("chat:"):
+            chat = model_backend(qa, setting="qa", instruction="Answer the question in a few words, using the passages.", allowed=("chat",))
+
+            def backend(question: str) -> str:
+                passages = "\n".join(f"{t}: {x}" for t, x, _ in retriever.search(question, 2))
+                return chat(f"Passages:\n{passages}\nQuestion: {question}" if passages else f"Question: {question}")
+        else:
+            backend = model_backend(qa, setting="qa", instruction="", allowed=("chat",))
+        tool = _qa_tool(backend, timeout=tool_timeout, max_output_chars=max_output_chars)
+        ToolEnv.__init__(self, ListTaskSet(tasks, name="lama", split=split), [tool], protocol=protocol, instruction=LAMA_INSTRUCTION,
+                         reward_weights=reward_weights, answer_reward=answer_reward or (contains_match if match == "contains" else exact_match),
+                         tool_timeout=tool_timeout, max_output_chars=max_output_chars, render_mode=render_mode)
+        self.dataset, self.split, self.match = "lama", split, match
+
+
+class MLQAEnv(QAEnv):
+    """TRICE's multilingual QA task: an English context, a question in another language, a ``translator(text)`` tool.
+
+    The model may translate the question (``translator(cô ấy đã thực hiện bao nhiêu nhiệm vụ?)``) and
+    answers in English; right when a gold answer occurs in its first 20 words. ``translator=`` is
+    required: ``"seq2seq:MODEL"`` (a translation model, e.g. ``facebook/nllb-200-distilled-600M`` as
+    TRICE used), ``"chat:MODEL"`` (a chat model asked to translate) or a callable ``f(text) -> str``.
+    Data: ``mlqa/MLQA_V1/...`` (:func:`toolenv.datasets.qa.load_mlqa`); ``question_lang=`` one of
+    :data:`toolenv.datasets.qa.MLQA_LANGUAGES` (default ``"vi"``, as TRICE's prompts).
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        translator: str | Callable[[str], str] | None = None,
+        question_lang: str = "vi",
+        match: str = "contains",
+        data_dir: str | os.PathLike[str] | None = None,
+        protocol: str | Protocol = "trice",
+        reward_weights: Mapping[str, float] | None = None,
+        answer_reward: Callable[..., list[float]] | None = None,
+        tool_timeout: float = 30.0,
+        max_output_chars: int = 2_000,
+        render_mode: str | None = None,
+    ) -> None:
+        check_choice("match", match, ("contains", "exact"))
+        tasks = load_mlqa(split, data_dir, question_lang=question_lang)
+        if translator is None:
+            raise ValueError("MLQA needs a translator: translator='seq2seq:facebook/nllb-200-distilled-600M' (a translation model), "
+                             "'chat:MODEL' or a callable f(text) -> str.")
+        backend = model_backend(translator, setting="translator", instruction="Translate into English; reply with the translation only:",
+                                allowed=("seq2seq", "chat"))
+        tool = _translator_tool(backend, timeout=tool_timeout, max_output_chars=max_output_chars)
+        ToolEnv.__init__(self, ListTaskSet(tasks, name="mlqa", split=split), [tool], protocol=protocol, instruction=MLQA_INSTRUCTION,
+                         reward_weights=reward_weights, answer_reward=answer_reward or (contains_match if match == "contains" else exact_match),
+                         tool_timeout=tool_timeout, max_output_chars=max_output_chars, render_mode=render_mode)
+        self.dataset, self.split, self.match = "mlqa", split, match
