@@ -137,7 +137,9 @@ def _last_successful_output(trajectory: Trajectory) -> str | None:
 def candidate_scores(trajectories: Sequence[Trajectory], task: Mapping[str, Any]) -> list[float]:
     """TRICE's execution-feedback scores of a group of candidate episodes for one task.
 
-    Each candidate is judged by :func:`rewards.trice_score` from its final answer text (``""``
+    Tasks with text answers (``meta["aliases"]``: the QA, LAMA and MLQA envs) are scored with
+    :func:`rewards.qa.trice_text_score`, TRICE's ladder for those tasks. Otherwise each candidate
+    is judged by :func:`rewards.trice_score` from its final answer text (``""``
     when the episode ended without one), whether it used a tool, and, when that answer states
     no number, the output of its last successful tool call (TRICE judges a response that is a
     call by its executed value). ``gold_tool_used`` is whether the task's gold solution has calls.
@@ -155,6 +157,11 @@ def candidate_scores(trajectories: Sequence[Trajectory], task: Mapping[str, Any]
     """
     completions = [final_answer(t) for t in trajectories]
     tool_used = [any(bool(i.get("tool_used")) for i in t.infos) for t in trajectories]
+    aliases = (task.get("meta") or {}).get("aliases")
+    if aliases:  # a text answer (TRICE's QA, LAMA, MLQA tasks): the text ladder, no numbers
+        from rewards.qa import trice_text_score
+
+        return trice_text_score(completions, aliases=list(aliases), tool_used=tool_used, gold_tool_used=bool(task.get("solution")))
     tool_value = [_last_successful_output(t) if extract_number(c) is None else None for t, c in zip(trajectories, completions)]
     return trice_score(completions, answer=str(task["answer"]), tool_used=tool_used,
                        gold_tool_used=bool(task.get("solution")), tool_value=tool_value)

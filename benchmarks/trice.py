@@ -19,7 +19,8 @@ Feedback"), each evaluated greedily on the same held-out test tasks:
 5. **rrhf**: RRHF from the BC model on those candidates.
 
 Training uses a mixture of train splits (ASDiv, MAWPS, GSM8K; the procedural ``toolenv/Math-v0``
-without a data directory). Every evaluation plays the first ``eval_episodes`` tasks of each test
+without a data directory); ``--task qa`` / ``lama`` runs TRICE's other tasks and ``--task mix`` all of
+them together (TRICE-MIX), each scored by TRICE's own rule for that task. Every evaluation plays the first ``eval_episodes`` tasks of each test
 split in file order (all of ASDiv's 266 and MAWPS's 238 on the CPU preset, GSM8K's first
 ``gsm8k_eval_episodes``).
 
@@ -64,7 +65,7 @@ from benchmarks.stats import (
 from toolenv.cli import ArgumentParser
 from toolenv.datasets import DataNotFoundError, resolve_data_dir
 
-__all__ = ["PRESETS", "TricePreset", "analyse", "build_stage1_data", "format_trice_table", "gather_candidates", "main", "run_trice"]
+__all__ = ["PRESETS", "TASK_ENVS", "TricePreset", "analyse", "build_stage1_data", "format_trice_table", "gather_candidates", "main", "run_trice"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,32 @@ _WITH_DATA = (
     ("toolenv/MAWPS-v0", "toolenv/MAWPS-Test-v0"),
     ("toolenv/GSM8K-v0", "toolenv/GSM8K-Test-v0"),
 )
+
+
+#: TRICE's tasks as env pairs (train, test) that work from the data directory alone; ``mix`` is TRICE-MIX.
+#: QA is HotpotQA (the one QA set whose passages ship with the data); WebQuestions, NQ and TriviaQA need a
+#: Wikipedia corpus (``--kw corpus=...`` with ``--train-env`` / ``--test-env``), MLQA a translation model.
+TASK_ENVS: dict[str, tuple[tuple[str, str], ...]] = {
+    "math": _WITH_DATA,
+    "qa": (("toolenv/HotpotQA-v0", "toolenv/HotpotQA-Test-v0"),),
+    "lama": (("toolenv/LAMA-v0", "toolenv/LAMA-Test-v0"),),
+}
+
+
+def task_envs(tasks: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The train and test envs of TRICE's ``tasks`` (``"mix"``: all of them, TRICE-MIX).
+
+    >>> task_envs(["qa"])
+    (('toolenv/HotpotQA-v0',), ('toolenv/HotpotQA-Test-v0',))
+    >>> len(task_envs(["mix"])[0])
+    5
+    """
+    names = list(TASK_ENVS) if "mix" in tasks else list(dict.fromkeys(tasks))
+    for name in names:
+        if name not in TASK_ENVS:
+            raise ValueError(f"Expected --task to be one of {[*TASK_ENVS, 'mix']}, got {name!r}.")
+    pairs = [pair for name in names for pair in TASK_ENVS[name]]
+    return tuple(t for t, _ in pairs), tuple(e for _, e in pairs)
 
 
 def default_envs(data_dir: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -542,6 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rrhf-data", default=None, metavar="FILE", help="stored responses (trajectories JSONL) added to the stage-2 candidates")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=None, help="seed of training and of the sampled candidates (default 0)")
+    parser.add_argument("--task", action="append", default=[], choices=[*TASK_ENVS, "mix"],
+                        help="TRICE's tasks to train and test on (repeatable; default math; mix: math, qa and lama together, TRICE-MIX)")
     parser.add_argument("--train-env", action="append", default=[], metavar="ID", help="training env (repeatable; default: the mixture)")
     parser.add_argument("--test-env", action="append", default=[], metavar="ID", help="test env (repeatable)")
     counts = ("eval_episodes", "gsm8k_eval_episodes", "bc_steps", "rrhf_steps", "demos_per_env", "rrhf_tasks_per_env")
@@ -552,8 +581,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     preset = PRESETS[args.preset]
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
                                  if k in (*counts, "model", "split_model", "stage1", "rrhf_data", "seed") and v is not None}
+    if args.task:
+        try:
+            overrides["train_envs"], overrides["test_envs"] = task_envs(args.task)
+        except ValueError as e:
+            usage_error(parser, str(e))
     if args.train_env or args.test_env:
-        train, test = default_envs()
+        train, test = overrides.get("train_envs") or default_envs()[0], overrides.get("test_envs") or default_envs()[1]
         overrides["train_envs"] = tuple(args.train_env) or train
         overrides["test_envs"] = tuple(args.test_env) or test
     try:  # before any model or data is loaded

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["contains_match", "exact_match", "normalize_answer", "token_f1"]
+__all__ = ["contains_match", "exact_match", "normalize_answer", "token_f1", "trice_text_score"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -94,3 +94,40 @@ def token_f1(completions: Sequence[str], *, answer: Sequence[str] | str | None =
     """
     golds = _aliases(len(completions), answer, aliases)
     return [max((_f1(c, a) for a in g), default=0.0) for c, g in zip(completions, golds)]
+
+
+def trice_text_score(completions: Sequence[str | None], *, aliases: Sequence[str], tool_used: Sequence[bool], gold_tool_used: bool,
+                     **kwargs: Any) -> list[float]:
+    """TRICE's execution-feedback ladder for its text tasks (QA, LAMA, MLQA), for a group of candidates to ONE task.
+
+    As ``get_score`` in TRICE's ``generate_data/score.py`` for a task other than math: a candidate
+    whose answer contains a gold answer (case-insensitive) scores 20, or 15 when its tool use
+    differs from the gold solution's (and then the wrong answers start one rung lower); every
+    wrong answer gets the same next rung (15, or 10) — text answers have no distance to rank by;
+    a candidate with no answer (``None`` or empty) scores 0. Any of ``aliases`` counts as gold.
+
+    >>> trice_text_score(["Paris", "It is paris.", "Lyon", None], aliases=["Paris"], tool_used=[True, False, True, True], gold_tool_used=True)
+    [20.0, 15.0, 10.0, 0.0]
+    >>> trice_text_score(["Lyon", "Nice"], aliases=["Paris"], tool_used=[True, True], gold_tool_used=True)
+    [15.0, 15.0]
+    """
+    from rewards.math import TRICE_SCORES
+
+    if len(tool_used) != len(completions):
+        raise ValueError(f"Expected tool_used to have one entry per completion ({len(completions)}), got {len(tool_used)}.")
+    scores = [0.0] * len(completions)
+    rung = 1
+    wrong = []
+    for i, c in enumerate(completions):
+        if not c:
+            continue
+        if any(a and a.lower() in str(c).lower() for a in aliases):
+            if bool(tool_used[i]) != gold_tool_used:
+                scores[i], rung = TRICE_SCORES[1], 2
+            else:
+                scores[i] = TRICE_SCORES[0]
+        else:
+            wrong.append(i)
+    for i in wrong:
+        scores[i] = TRICE_SCORES[rung]
+    return scores

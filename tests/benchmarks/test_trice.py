@@ -45,3 +45,25 @@ def test_bench_trice_tiny(tmp_path: Path) -> None:
     # a second run finds every stage done and only re-prints the table
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "evaluation exists, skipping" in again.stderr
+
+
+@pytest.mark.slow
+def test_bench_trice_qa_task(tmp_path: Path) -> None:
+    """``--task qa``: TRICE's QA task (HotpotQA with WikiSearch) through every stage, scored by its text rule."""
+    if not (Path(os.environ.get("TOOLENV_DATA", "")) / "hotpotqa").is_dir():
+        pytest.skip("no TOOLENV_DATA with hotpotqa/")
+    tok = tiny_tokenizer()
+    model_dir = tmp_path / "tiny"
+    tiny_model(len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    out = tmp_path / "trice"
+    cmd = [sys.executable, "-m", "toolenv.cli", "bench", "trice", "--model", str(model_dir), "--out", str(out), "--task", "qa",
+           "--bc-steps", "2", "--rrhf-steps", "1", "--eval-episodes", "2", "--demos-per-env", "4", "--rrhf-tasks-per-env", "2", "--device", "cpu"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["preset"]["train_envs"] == ["toolenv/HotpotQA-v0"]
+    assert results["stages"]["rrhf"]["toolenv/HotpotQA-Test-v0"]["episodes"] == 2
+    assert "| HotpotQA | " in result.stdout
+    [counts] = results["stage1"].values()
+    assert counts["wrong"] + counts["right"] == 4  # every HotpotQA question has gold searches

@@ -135,3 +135,18 @@ def _has_data() -> bool:
     import os
 
     return bool(os.environ.get("TOOLENV_DATA")) and Path(os.environ["TOOLENV_DATA"], "hotpotqa").is_dir()
+
+
+def test_rrhf_scores_qa_candidates_with_trices_text_ladder(data_dir: Path) -> None:
+    """Candidates played in the env, scored as TRICE's score.py scores a QA group: right 20 (15 with other tool use), wrong next rung, none 0."""
+    from agents.rollout import scripted_trajectory
+    from agents.rrhf import candidate_scores
+    from tests.agents.conftest import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    env = gym.make("toolenv/HotpotQA-v0", data_dir=str(data_dir))
+    play = [["WikiSearch(Eiffel Tower)", "Paris"], ["It is in Paris."], ["WikiSearch(Eiffel Tower)", "Lyon"],
+            ["WikiSearch(Eiffel Tower)"] * 4]  # the last never answers (cut at the step limit)
+    trajs = [scripted_trajectory(env, actions, tok, options={"index": 0}) for actions in play]
+    assert trajs[3].truncated
+    assert candidate_scores(trajs, trajs[0].task) == [20.0, 15.0, 10.0, 0.0]
