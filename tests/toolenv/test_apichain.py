@@ -313,3 +313,16 @@ def test_kwargs_are_checked() -> None:
     _, reward, *_ = env.step(act("json", "get_city", city="Tokyo"))  # a useless successful call is worth 0
     assert reward == pytest.approx(0.0)
     assert "APIChainEnv(split='train', level=1" in repr(env)
+
+
+def test_llm_judge_from_a_model_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``judge="chat:MODEL"`` loads the model as StepTool's LLM judge; a name that is no model form is a clear error."""
+    from tests.agents.conftest import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tiny_model(len(tok)).save_pretrained(tmp_path / "judge")
+    tok.save_pretrained(tmp_path / "judge")
+    env = gym.make("toolenv/APIChain-L1-v1", judge=f"chat:{tmp_path / 'judge'}")
+    assert callable(env.unwrapped.judge) and env.unwrapped.judge.__name__ == "judge"
+    with pytest.raises(ValueError, match="judge to be 'chat:MODEL'"):
+        gym.make("toolenv/APIChain-L1-v1", judge="gpt-4")

@@ -126,7 +126,9 @@ class APIChainEnv(ToolEnv):
       level's gold solutions use (:data:`toolenv.datasets.apichain.LEVEL_TOOLS`).
     - ``judge``: a :data:`rewards.steps.Judge` for the hindsight contribution and the task
       status (default :func:`rewards.steps.rule_judge`); judges that accept ``answer`` and
-      ``gold_calls`` keywords get the gold answer and calls.
+      ``gold_calls`` keywords get the gold answer and calls. ``"chat:MODEL"`` asks a local chat
+      model StepTool's annotation prompt (:func:`rewards.steps.llm_judge`), so pass rate
+      (``success``: the judge says Solved) is the LLM judge's (``--kw judge=chat:MODEL``).
     - ``protocol`` (default ``"json"``), ``reward_weights``, ``answer_reward``, ``tool_timeout``,
       ``max_output_chars``, ``render_mode``: see :class:`toolenv.core.ToolEnv`.
 
@@ -166,7 +168,7 @@ class APIChainEnv(ToolEnv):
         level: int | None = None,
         size: int | None = None,
         tools: Sequence[str] | None = None,
-        judge: Judge | None = None,
+        judge: Judge | str | None = None,
         protocol: str | Protocol = "json",
         reward_weights: Mapping[str, float] | None = None,
         answer_reward: Callable[..., list[float]] | None = None,
@@ -184,8 +186,13 @@ class APIChainEnv(ToolEnv):
         missing = [t for t in tasks.tool_names if t not in names]
         if missing:
             raise ValueError(f"Expected tools to include {missing}, which the gold solutions of {tasks.name} use.")
+        if isinstance(judge, str):  # "chat:MODEL": StepTool's annotation prompt answered by a local chat model
+            from rewards.steps import llm_judge
+            from toolenv.tools.models import model_backend
+
+            judge = llm_judge(model_backend(judge, setting="judge", instruction="", allowed=("chat",), max_new_tokens=256))
         if judge is not None and not callable(judge):
-            raise TypeError(f"Expected judge to be a callable (query, steps, final_answer) -> dict, got {judge!r}.")
+            raise TypeError(f"Expected judge to be 'chat:MODEL' or a callable (query, steps, final_answer) -> dict, got {judge!r}.")
         super().__init__(
             tasks,
             [API_TOOLS[n] for n in names],

@@ -61,7 +61,7 @@ def chat_backend(name: str, *, instruction: str, setting: str, max_new_tokens: i
     def run(text: str) -> str:
         import torch
 
-        messages = [{"role": "user", "content": f"{instruction}\n{text}"}]
+        messages = [{"role": "user", "content": f"{instruction}\n{text}" if instruction else text}]
         if getattr(tok, "chat_template", None):
             ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
         else:
@@ -102,7 +102,7 @@ def seq2seq_backend(name: str, *, setting: str, max_new_tokens: int = 128) -> Ba
     return run
 
 
-def model_backend(spec: str | Backend, *, setting: str, instruction: str, allowed: tuple[str, ...]) -> Backend:
+def model_backend(spec: str | Backend, *, setting: str, instruction: str, allowed: tuple[str, ...], max_new_tokens: int = 48) -> Backend:
     """A backend from a setting's value: a callable as is, ``"chat:MODEL"`` or ``"seq2seq:MODEL"`` loaded."""
     if callable(spec):
         return spec
@@ -111,5 +111,5 @@ def model_backend(spec: str | Backend, *, setting: str, instruction: str, allowe
         forms = ", ".join(f"'{k}:MODEL'" for k in allowed)
         raise ValueError(f"Expected {setting} to be {forms} (a local directory or a hub id) or a callable f(text) -> str, got {spec!r}.")
     if kind == "chat":
-        return chat_backend(name, instruction=instruction, setting=setting)
+        return chat_backend(name, instruction=instruction, setting=setting, max_new_tokens=max_new_tokens)
     return seq2seq_backend(name, setting=setting)
