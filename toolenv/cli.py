@@ -169,6 +169,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import toolenv
+
+    kwargs = _parse_kwargs(args.kw)
+    toolenv.check_env_args(args.env_id, kwargs)
+    if args.max_sessions < 1:
+        raise ValueError(f"Expected --max-sessions >= 1, got {args.max_sessions}.")
+    if not 0 < args.port < 65536:
+        raise ValueError(f"Expected --port between 1 and 65535, got {args.port}.")
+    from toolenv.integrations.openenv import _require, serve
+
+    _require()
+    gym_env = __import__("gymnasium").make(args.env_id, **kwargs)  # data and kwargs checked before the server starts
+    gym_env.close()
+    print(f"serving {args.env_id} on http://{args.host}:{args.port} (OpenEnv: WebSocket /ws, MCP /mcp; at most {args.max_sessions} sessions)",
+          flush=True)
+    serve(args.env_id, host=args.host, port=args.port, max_sessions=args.max_sessions, env_kwargs=kwargs)
+    return 0
+
+
 def _cmd_ste(args: argparse.Namespace) -> int:
     from agents.ste.cli import main as ste_main
 
@@ -225,6 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="dfsdt: sampling seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_eval)
+
+    p = sub.add_parser("serve", help="serve an env over OpenEnv (WebSocket sessions, MCP tools) for remote trainers")
+    p.add_argument("env_id", help="a registered id, e.g. toolenv/Math-v0")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-sessions", type=int, default=8, help="concurrent sessions, each its own env (default 8)")
+    p.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg (repeatable)")
+    p.set_defaults(fn=_cmd_serve)
 
     p = sub.add_parser("ste", help="STE (simulated trial and error): explore, filter, paraphrase, build (toolenv ste --help)",
                        add_help=False)
