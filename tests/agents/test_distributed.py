@@ -1,4 +1,4 @@
-"""BC, RRHF, RFT and ArCHer under ``accelerate launch``: two CPU processes on the gloo backend end with identical weights.
+"""Every built-in agent under ``accelerate launch``: two CPU processes on the gloo backend end with identical weights.
 
 ``--multi_gpu`` is accelerate's torchrun launcher; with ``--device cpu`` the processes form a gloo
 (MULTI_CPU) group, as on a machine with no GPU. (``--cpu`` would start a single process.)
@@ -22,6 +22,10 @@ AGENT_ARGS = {
     # round 0 from gold trajectories (a random model passes nothing), rounds 1-2 sampled online
     "archer": ["--episodes-per-step", "2", "--batch-size", "2", "--max-new-tokens", "6", "--tasks-per-env", "8", "--critic-epochs", "1",
                "--actor-epochs", "1"],
+    "ppo": ["--episodes-per-step", "2", "--minibatch-size", "1", "--max-new-tokens", "6"],
+    "step-ppo": ["--episodes-per-step", "2", "--minibatch-size", "1", "--max-new-tokens", "6"],
+    "grpo": ["--group-size", "2", "--tasks-per-step", "1", "--minibatch-size", "1", "--max-new-tokens", "6", "--tasks-per-env", "8"],
+    "dpo": ["--group-size", "2", "--tasks-per-step", "1", "--max-new-tokens", "6", "--tasks-per-env", "8"],
     "rft": ["--tasks-per-round", "1", "--samples-per-task", "2", "--max-new-tokens", "6", "--tasks-per-env", "8", "--batch-size", "2"],
 }
 
@@ -30,7 +34,8 @@ AGENT_ARGS = {
 @pytest.mark.parametrize("agent", sorted(AGENT_ARGS))
 def test_two_processes_identical_weights(agent: str, tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    port = {"bc": "29517", "rrhf": "29519", "rft": "29521", "archer": "29523"}[agent]
+    port = {"bc": "29517", "rrhf": "29519", "rft": "29521", "archer": "29523", "ppo": "29525", "step-ppo": "29527", "grpo": "29529",
+            "dpo": "29531"}[agent]
     extra = []
     if agent == "rft":
         import gymnasium as gym
