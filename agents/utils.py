@@ -67,7 +67,8 @@ class TokenScorer(nn.Module):
     """Log-probability of each token given the ones before it, computed only where ``loss_mask`` is 1.
 
     The decoder runs on the whole sequence, but the LM head (the costliest layer of a small
-    model: hidden × vocabulary) only at the labelled positions. Wrapping the model in this module
+    model: hidden × vocabulary) only at the labelled positions, ``chunk_size`` of them at a time
+    (checkpointed under autograd, so no ``[positions, vocab]`` float32 tensor outlives its chunk). Wrapping the model in this module
     (rather than calling its submodules from outside) keeps it correct under DDP / ``accelerate``.
 
     ``forward`` returns a ``[batch, seq]`` tensor: entry ``t`` is ``log p(token_t | tokens_<t)``
@@ -80,13 +81,42 @@ class TokenScorer(nn.Module):
     actually ran, and its first ratio is 1. The KL to a reference is taken at the same ``T``.
     """
 
-    def __init__(self, model: nn.Module, value_head: nn.Module | None = None, *, temperature: float = 1.0) -> None:
+    def __init__(self, model: nn.Module, value_head: nn.Module | None = None, *, temperature: float = 1.0, chunk_size: int = 256) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"Expected temperature > 0, got {temperature}.")
+        if chunk_size < 1:
+            raise ValueError(f"Expected chunk_size >= 1, got {chunk_size}.")
         self.model = model
         self.value_head = value_head
         self.temperature = temperature
+        self.chunk_size = chunk_size
+
+    def _picked(self, head: nn.Module, selected: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = head(selected).float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+
+    def _log_probs(self, head: nn.Module, selected: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of ``targets``, ``chunk_size`` positions at a time.
+
+        Under autograd each chunk is checkpointed: only its ``[chunk, vocab]`` logits exist at any
+        moment, in the forward pass and again when the backward pass recomputes them, instead of
+        ``[positions, vocab]`` float32 logits and their log-softmax kept until the backward pass.
+        """
+        if selected.shape[0] <= self.chunk_size:
+            return self._picked(head, selected, targets)
+        from torch.utils.checkpoint import checkpoint
+
+        chunks = []
+        for lo in range(0, selected.shape[0], self.chunk_size):
+            s, t = selected[lo : lo + self.chunk_size], targets[lo : lo + self.chunk_size]
+            if torch.is_grad_enabled() and s.requires_grad:
+                chunks.append(checkpoint(self._picked, head, s, t, use_reentrant=False))
+            else:
+                chunks.append(self._picked(head, s, t))
+        return torch.cat(chunks)
 
     def _parts(self) -> tuple[nn.Module, nn.Module]:
         model: Any = self.model
@@ -99,11 +129,8 @@ class TokenScorer(nn.Module):
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         rows, cols = torch.nonzero(loss_mask[:, 1:] > 0, as_tuple=True)  # hidden at t predicts token t+1
         selected = hidden[rows, cols]
-        logits = head(selected).float()
-        if self.temperature != 1.0:
-            logits = logits / self.temperature
         targets = input_ids[rows, cols + 1]
-        picked = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+        picked = self._log_probs(head, selected, targets)
         out = torch.zeros(loss_mask.shape, dtype=picked.dtype, device=picked.device)
         out[rows, cols + 1] = picked
         if self.value_head is None:

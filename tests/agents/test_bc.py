@@ -191,3 +191,26 @@ def test_bc_data_file_errors(tmp_path: Path, policy: Policy) -> None:
     bad.write_text('{"prompt": "x"}\n')
     with pytest.raises(ValueError, match="'token_ids' .* or 'messages'"):
         bc.load_demonstrations(bad, policy.tokenizer)
+
+
+def test_chunked_token_scorer_equals_the_whole_head_in_values_and_gradients(policy: Policy) -> None:
+    """Checkpointed chunks of the LM head: the same log-probs and the same gradients as one pass over all positions."""
+    from agents.rollout import scripted_trajectory
+
+    trajs = [scripted_trajectory(gym.make("toolenv/Math-v0"), None, policy.tokenizer, options={"index": i}) for i in range(4)]
+    batch = collate(trajs, policy.tokenizer.pad_token_id)
+    assert batch["loss_mask"].sum() > 7  # more positions than one chunk below
+    grads = []
+    for chunk in (10_000, 7):
+        policy.model.zero_grad()
+        lp = TokenScorer(policy.model, temperature=0.7, chunk_size=chunk)(**batch)
+        (lp * batch["loss_mask"]).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in policy.model.named_parameters() if p.grad is not None})
+        if chunk == 10_000:
+            whole = lp.detach()
+        else:
+            assert torch.allclose(lp.detach(), whole, atol=1e-6)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        scale = grads[0][n].abs().max().item()
+        assert torch.allclose(grads[0][n], grads[1][n], rtol=0, atol=1e-5 * max(scale, 1.0)), n  # float32 sums in another order
