@@ -34,6 +34,7 @@ __all__ = [
     "Generator",
     "HFGenerator",
     "Trajectory",
+    "OpenAIServerGenerator",
     "VLLMGenerator",
     "chat_trajectory",
     "load_trajectories",
@@ -367,35 +368,54 @@ class HFGenerator:
 
 
 class VLLMGenerator:
-    """vLLM ``LLM.generate`` on token prompts, with weights synced from the trained policy.
+    """vLLM ``LLM.generate`` on token prompts, with weights pushed from the trained policy (vLLM >= 0.10's V1 engine).
 
-    Needs a GPU and the ``vllm`` package; :meth:`sync_weights` copies the policy's current
-    (adapter-merged) weights into the engine before each rollout phase.
+    Needs a GPU and the ``vllm`` package. The engine is built with toolenv's worker extension
+    (:mod:`agents.vllm_worker`) and :meth:`sync_weights` sends the policy's current weights
+    (adapter folded in) through ``LLM.collective_rpc`` — the route vLLM documents for RLHF weight
+    updates, which replaced reaching into ``llm_engine.model_executor.driver_worker`` (gone with the
+    V1 engine). Colocated with the trainer, the engine runs in-process
+    (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, as TRL's colocate mode sets it), so the tensors are not copied
+    between processes; weights go over in buckets of ``sync_bucket_mb``.
     """
 
-    def __init__(self, policy: Policy, *, gpu_memory_utilization: float = 0.3, **llm_kwargs: Any) -> None:
+    def __init__(self, policy: Policy, *, gpu_memory_utilization: float = 0.3, sync_bucket_mb: int = 512, **llm_kwargs: Any) -> None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         from agents.policy import resolve_model
 
         self.policy = policy
-        self.llm = LLM(model=resolve_model(policy.base_name), gpu_memory_utilization=gpu_memory_utilization,
-                       dtype="bfloat16", enable_prefix_caching=True, **llm_kwargs)
+        self.sync_bucket_bytes = sync_bucket_mb * 2**20
+        self.llm = LLM(model=resolve_model(policy.base_name), gpu_memory_utilization=gpu_memory_utilization, dtype="bfloat16",
+                       enable_prefix_caching=True, worker_extension_cls="agents.vllm_worker.ToolenvWorkerExtension", **llm_kwargs)
         self.eos_ids = policy.eos_token_ids
         self.sync_weights()
 
-    @torch.no_grad()
-    def sync_weights(self) -> None:
-        """Copy the policy's current weights (adapter folded in) into the engine, as TRL's colocate mode does."""
+    def _named_weights(self) -> Iterable[tuple[str, torch.Tensor]]:
         with self.policy.merged_weights() as model:
-            items = [
-                (name.removeprefix("base_model.model.").replace(".base_layer", ""), tensor)
-                for name, tensor in model.state_dict().items()
-                if "lora_" not in name
-            ]
-            engine = self.llm.llm_engine.model_executor.driver_worker.model_runner.model  # type: ignore[attr-defined]
-            engine.load_weights(items)
+            for name, tensor in model.state_dict().items():
+                if "lora_" not in name:
+                    yield name.removeprefix("base_model.model.").replace(".base_layer", ""), tensor
+
+    @torch.no_grad()
+    def sync_weights(self) -> int:
+        """Push the policy's current weights into every vLLM worker; returns how many tensors were loaded."""
+        loaded, bucket, size = 0, [], 0
+        for name, tensor in self._named_weights():
+            bucket.append((name, tensor.detach()))
+            size += tensor.numel() * tensor.element_size()
+            if size >= self.sync_bucket_bytes:
+                loaded += self._send(bucket)
+                bucket, size = [], 0
+        if bucket:
+            loaded += self._send(bucket)
         self.llm.reset_prefix_cache()
+        return loaded
+
+    def _send(self, bucket: list[tuple[str, torch.Tensor]]) -> int:
+        counts = self.llm.collective_rpc("toolenv_load_weights", args=(bucket,))
+        return int(counts[0]) if counts else 0
 
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, stop: Sequence[str]) -> list[tuple[list[int], list[float]]]:
         from vllm import SamplingParams, TokensPrompt
@@ -410,13 +430,76 @@ class VLLMGenerator:
             logprobs=0,
         )
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
-        results = []
-        for o in outputs:
-            c = o.outputs[0]
-            ids = list(c.token_ids)
-            lps = [next(iter(d.values())).logprob if d else 0.0 for d in (c.logprobs or [])][: len(ids)]
-            results.append((ids, lps + [0.0] * (len(ids) - len(lps))))
-        return results
+        return [_ids_and_logprobs(list(o.outputs[0].token_ids), o.outputs[0].logprobs) for o in outputs]
+
+
+def _ids_and_logprobs(ids: list[int], logprobs: Any) -> tuple[list[int], list[float]]:
+    """vLLM's per-token logprob dicts (the sampled token's entry) as a list aligned with ``ids``."""
+    out = []
+    for k, d in enumerate(logprobs or []):
+        if k >= len(ids):
+            break
+        entry = d.get(ids[k]) if isinstance(d, dict) else None
+        if entry is None and d:
+            entry = next(iter(d.values()))
+        out.append(float(getattr(entry, "logprob", entry)) if entry is not None else 0.0)
+    return ids, out + [0.0] * (len(ids) - len(out))
+
+
+class OpenAIServerGenerator:
+    """Generation on a vLLM (or SGLang) OpenAI-compatible server: token ids in, token ids and log-probs out.
+
+    For rollouts on another GPU or node (``vllm serve MODEL``). Each prompt goes to
+    ``/v1/completions`` as token ids (``prompt: [ids]``), with ``logprobs=0`` and vLLM's
+    ``return_tokens_as_token_ids`` so the reply carries the sampled token ids (``"token_id:123"``)
+    and their log-probabilities, and ``stop_token_ids`` for the chat template's end of turn — so the
+    trajectory holds exactly the tokens the server sampled, as with the in-process backends.
+    Weights are the server's: ``sync`` (a callable), when given, is called by :meth:`sync_weights`
+    to push the trainer's weights (e.g. TRL's ``vllm-serve`` client); without it, syncing is an error.
+    """
+
+    def __init__(self, base_url: str, model: str, policy: Policy, *, timeout: float = 600.0, max_concurrency: int = 64,
+                 sync: Any = None) -> None:
+        self.url = base_url.rstrip("/") + "/v1/completions"
+        self.model = model
+        self.eos_ids = policy.eos_token_ids
+        self.timeout = timeout
+        self.max_concurrency = max_concurrency
+        self._sync = sync
+
+    def sync_weights(self) -> None:
+        if self._sync is None:
+            raise RuntimeError("This server generator has no way to receive weights: pass sync=callable (e.g. a TRL vllm-serve client's "
+                               "update), or restart the server on the saved policy.")
+        self._sync()
+
+    def _one(self, client: Any, prompt: list[int], settings: GenerationSettings, stop: Sequence[str]) -> tuple[list[int], list[float]]:
+        body = {
+            "model": self.model, "prompt": prompt, "max_tokens": settings.max_new_tokens,
+            "temperature": 0.0 if settings.greedy else settings.temperature, "top_p": 1.0 if settings.greedy else settings.top_p,
+            "logprobs": 0, "return_tokens_as_token_ids": True, "stop_token_ids": list(self.eos_ids), "stop": list(stop) or None,
+            "include_stop_str_in_output": True, "skip_special_tokens": False,
+        }
+        reply = client.post(self.url, json=body, timeout=self.timeout)
+        reply.raise_for_status()
+        choice = reply.json()["choices"][0]
+        lp = choice.get("logprobs") or {}
+        tokens = lp.get("tokens") or []
+        ids = []
+        for t in tokens:
+            if not str(t).startswith("token_id:"):
+                raise ValueError(f"Expected tokens as 'token_id:N' (vLLM's return_tokens_as_token_ids), got {t!r}: is this a vLLM server?")
+            ids.append(int(str(t).split(":", 1)[1]))
+        logprobs = [float(x) if x is not None else 0.0 for x in (lp.get("token_logprobs") or [])][: len(ids)]
+        return ids, logprobs + [0.0] * (len(ids) - len(logprobs))
+
+    def generate(self, prompts: list[list[int]], settings: GenerationSettings, stop: Sequence[str]) -> list[tuple[list[int], list[float]]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import httpx
+
+        with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(self.max_concurrency, max(1, len(prompts)))) as pool:
+            return list(pool.map(lambda p: self._one(client, list(p), settings, stop), prompts))
 
 
 def _unwrap_envs(envs: gym.Env | Sequence[gym.Env] | Any) -> list[gym.Env]:

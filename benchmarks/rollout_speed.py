@@ -76,8 +76,14 @@ def bench_rollout(
     max_new_tokens: int = 48,
     repeats: int = 2,
     seed: int = 0,
+    generator: Any = None,
 ) -> dict[str, float]:
-    """Measure one policy; returns tokens/s of both, their ratio, and the env-step share."""
+    """Measure one policy; returns tokens/s of both, their ratio, and the env-step share.
+
+    ``generator`` is the rollout's backend (default: Hugging Face ``generate``; a
+    :class:`~agents.rollout.VLLMGenerator` or :class:`~agents.rollout.OpenAIServerGenerator` for
+    ``--backend vllm`` / ``server``); the reference is always plain ``model.generate``.
+    """
     fmt = ChatFormat(policy.tokenizer)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=1.0)
     envs = [gym.make(env_id) for _ in range(batch_size)]
@@ -93,13 +99,13 @@ def bench_rollout(
         ref_rates.append(rate)
         torch.manual_seed(seed + r)
         start = time.perf_counter()
-        trajs = rollout(policy, envs, settings=settings, options=options, max_turns=1)
+        trajs = rollout(policy, envs, settings=settings, options=options, max_turns=1, generator=generator)
         elapsed = time.perf_counter() - start
         turn1_rates.append(sum(t.num_model_tokens for t in trajs) / elapsed)
         timed = [_TimedStep(gym.make(env_id)) for _ in range(batch_size)]
         torch.manual_seed(seed + r)
         start = time.perf_counter()
-        trajs = rollout(policy, timed, settings=settings, options=options, env_ids=[env_id] * batch_size)
+        trajs = rollout(policy, timed, settings=settings, options=options, env_ids=[env_id] * batch_size, generator=generator)
         elapsed = time.perf_counter() - start
         full_rates.append(sum(t.num_model_tokens for t in trajs) / elapsed)
         shares.append(sum(e.seconds for e in timed) / elapsed)
@@ -136,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backend", choices=["hf", "vllm", "server"], default="hf",
+                        help="rollout generation: hf (model.generate), vllm (in-process engine, needs a GPU), server (an OpenAI-compatible vLLM server)")
+    parser.add_argument("--server-url", default=None, help="--backend server: the server's base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--server-model", default=None, help="--backend server: the served model name (default: --model)")
     args = parser.parse_args(argv)
     from agents.config import usage_error
     from agents.policy import check_model_name, resolve_device
@@ -147,9 +157,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         toolenv.check_env_args(args.env)
         resolve_device(args.device)
         check_model_name(args.model)
+        if args.backend == "vllm" and not torch.cuda.is_available():
+            raise ValueError("--backend vllm needs a CUDA GPU and the vllm package; on a CPU use --backend hf")
+        if args.backend == "server" and not args.server_url:
+            raise ValueError("--backend server needs --server-url (a vLLM or SGLang OpenAI-compatible server)")
     except (ValueError, FileNotFoundError) as e:
         usage_error(parser, str(e))
     policy = Policy.load(args.model, device=args.device, trainable=False)
-    row = bench_rollout(policy, env_id=args.env, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, repeats=args.repeats)
-    print(format_rollout_table(row, args.model))
+    generator = None
+    if args.backend == "vllm":
+        from agents.rollout import VLLMGenerator
+
+        generator = VLLMGenerator(policy)
+    elif args.backend == "server":
+        from agents.rollout import OpenAIServerGenerator
+
+        generator = OpenAIServerGenerator(args.server_url, args.server_model or args.model, policy)
+    row = bench_rollout(policy, env_id=args.env, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, repeats=args.repeats,
+                        generator=generator)
+    print(format_rollout_table(row, f"{args.model} ({args.backend})"))
     return 0
