@@ -201,9 +201,12 @@ def train(cfg: Config) -> Path:
             continue
         batch = collate(trajs, pad, accelerator.device)
         advantages = token_advantages(step_adv, trajs, batch["input_ids"].shape[1]).to(accelerator.device)
+        # One epoch over one minibatch: the policy has not moved since sampling, so the old log-probs
+        # are the current ones (TRL's GRPO does the same when num_iterations is 1); skip that pass.
+        reuse_old = cfg.epochs == 1 and cfg.minibatch_size >= len(trajs)
         scorer.eval()
         with torch.no_grad():
-            old_logprobs = raw_scorer(**batch)
+            old_logprobs = None if reuse_old else raw_scorer(**batch)
             if cfg.kl_coef > 0:
                 with policy.reference():
                     ref_logprobs = raw_scorer(**batch)
@@ -216,7 +219,8 @@ def train(cfg: Config) -> Path:
                 idx = torch.as_tensor(order[lo : lo + cfg.minibatch_size], device=accelerator.device)
                 mb = {k: v[idx] for k, v in batch.items()}
                 logprobs = scorer(**mb)
-                loss, pstats = policy_loss(logprobs, old_logprobs[idx], advantages[idx], mb["loss_mask"], clip=cfg.clip,
+                old = logprobs.detach() if old_logprobs is None else old_logprobs[idx]
+                loss, pstats = policy_loss(logprobs, old, advantages[idx], mb["loss_mask"], clip=cfg.clip,
                                            loss_type=cfg.loss_type, max_length=max_completion)  # type: ignore[arg-type]
                 if cfg.kl_coef > 0:
                     kl = aggregate_loss(kl_penalty(logprobs, ref_logprobs[idx], "k3"), mb["loss_mask"], cfg.loss_type,  # type: ignore[arg-type]

@@ -82,3 +82,27 @@ def test_grpo_trains(placement: str, tiny_model_dir: Path, tmp_path: Path) -> No
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="Expected group_size >= 2"):
         grpo.Config(group_size=1)
+
+
+def test_one_epoch_one_minibatch_skips_the_old_logprob_pass(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing to be stale against, the old log-probs are the current ones: one scoring pass fewer, the same loss."""
+    from agents.utils import TokenScorer
+
+    passes: list[bool] = []
+    real = TokenScorer.forward
+
+    def counting(self: TokenScorer, *args: Any, **kwargs: Any) -> Any:
+        passes.append(torch.is_grad_enabled())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TokenScorer, "forward", counting)
+    cfg: dict[str, Any] = {
+        "model": str(tiny_model_dir), "env": ["test/OneTask-v0"], "env_kwargs": {"answer_reward": _shorter_is_better}, "out": str(tmp_path / "g"),
+        "max_steps": 1, "group_size": 3, "tasks_per_step": 1, "max_new_tokens": 6, "lora_r": 4, "lora_alpha": 8, "device": "cpu",
+        "progress": False, "kl_coef": 0.0, "minibatch_size": 3, "epochs": 1,
+    }
+    grpo.train(grpo.Config(**cfg))
+    assert passes == [True]  # only the training pass: no no-grad old-log-prob pass
+    passes.clear()
+    grpo.train(grpo.Config(**{**cfg, "out": str(tmp_path / "h"), "epochs": 2}))
+    assert passes.count(False) == 1 and passes.count(True) == 2  # two epochs: the old pass is needed
