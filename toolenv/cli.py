@@ -104,7 +104,8 @@ BENCHMARKS = {
     "env": ("benchmarks.env_speed", "env speed: episodes and steps per second under scripted actions"),
     "rollout": ("benchmarks.rollout_speed", "rollout loop tokens/s against model.generate; time inside env.step"),
     "trice": ("benchmarks.trice", "the TRICE pipeline: zero-shot -> BC -> RRHF, evaluated on held-out test splits"),
-    "steptool": ("benchmarks.steptool", "final-reward PPO vs step-PPO vs DPO vs GRPO from one BC warm start, same samples"),
+    "steptool": ("benchmarks.steptool", "PPO vs step-PPO vs DPO vs GRPO vs RFT vs ArCHer from one BC warm start, same samples; CoT and DFSDT"),
+    "train-speed": ("benchmarks.train_speed", "toolenv's bc and dpo steps against TRL's SFTTrainer and DPOTrainer, interleaved, with peak memory"),
     "ste": ("benchmarks.ste", "STE: explore -> filter -> paraphrase, then base vs ICL vs fine-tuned (continual, with and without replay)"),
 }
 
