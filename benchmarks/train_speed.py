@@ -9,8 +9,8 @@ linear layers), batch, learning rate and data:
   labelled positions, in chunks) against TRL's ``SFTTrainer`` on the same token sequences — the
   gold episodes of ``toolenv/Math-v0`` (prompt, call, tool output, answer), the model's tokens as
   TRL's ``completion_mask`` (``completion_only_loss``).
-- **dpo**: toolenv's DPO step (policy and reference log-probs, the reference with the adapter
-  disabled, :func:`agents.dpo.dpo_loss`) against TRL's ``DPOTrainer`` on the same single-turn pairs
+- **dpo**: toolenv's DPO step (the agent's own ``_pair_logps``: reference log-probs first, the adapter
+  disabled, then the policy's, and :func:`agents.dpo.dpo_loss`) against TRL's ``DPOTrainer`` on the same single-turn pairs
   (the gold call against a wrong call for each task's prompt), sigmoid loss, beta 0.1.
 
 TRL's ``gradient_checkpointing`` is turned off (its SFT/DPO configs default to on) so both sides
@@ -93,17 +93,15 @@ def _worker(method: str, model: str, batch: int, steps: int, warmup: int, lora_r
                 loss, _ = bc_loss(scorer(**b), b["loss_mask"])
                 count = int(b["attention_mask"].sum())
             else:
-                from agents.dpo import dpo_loss, sequence_logps
+                from agents.dpo import PreferencePair, _pair_logps, dpo_loss
                 from agents.rollout import Trajectory
 
-                seqs = [Trajectory("", {}, token_ids=p + c, action_mask=[0] * len(p) + [1] * len(c)) for i in chunk
-                        for p, c in ((triples[i][0], triples[i][1]), (triples[i][0], triples[i][2]))]
-                b = collate(seqs, pad, accelerator.device)
-                logps = sequence_logps(scorer(**b), b["loss_mask"])
-                with torch.no_grad(), policy.reference():
-                    ref = sequence_logps(accelerator.unwrap_model(scorer)(**b), b["loss_mask"])
-                loss, _ = dpo_loss(logps[0::2], logps[1::2], ref[0::2], ref[1::2], beta=0.1)
-                count = int(b["attention_mask"].sum())
+                def seq(p: list[int], c: list[int]) -> Trajectory:
+                    return Trajectory("", {}, token_ids=p + c, action_mask=[0] * len(p) + [1] * len(c))
+
+                pairs = [PreferencePair(seq(triples[i][0], triples[i][1]), seq(triples[i][0], triples[i][2]), "success") for i in chunk]
+                loss, _ = dpo_loss(*_pair_logps(scorer, accelerator.unwrap_model(scorer), policy, pairs, pad, accelerator.device), beta=0.1)
+                count = sum(len(p.chosen.token_ids) + len(p.rejected.token_ids) for p in pairs)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
