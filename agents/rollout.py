@@ -572,6 +572,21 @@ class _Episode:
             t.logprobs.extend([0.0] * len(obs_ids))
 
 
+def _episode_inputs(policy: Policy, envs: Any, seeds: Sequence[int | None] | None, options: Sequence[dict[str, Any] | None] | None,
+                    env_ids: Sequence[str] | None, max_total_tokens: int | None) -> tuple[list[gym.Env], list[str], list[Any], list[Any], int]:
+    """The envs as a list, with one id, seed and options entry each, and the context budget (default: the model's length)."""
+    if max_total_tokens is None:
+        max_total_tokens = int(getattr(getattr(policy.model, "config", None), "max_position_embeddings", 0) or 4096)
+    env_list = _unwrap_envs(envs)
+    n = len(env_list)
+    seeds = list(seeds) if seeds is not None else [None] * n
+    options = list(options) if options is not None else [None] * n
+    if len(seeds) != n or len(options) != n:
+        raise ValueError(f"Expected one seed and one options entry per env ({n}), got {len(seeds)} and {len(options)}.")
+    ids = list(env_ids) if env_ids is not None else [e.spec.id if e.spec else type(e.unwrapped).__name__ for e in env_list]
+    return env_list, ids, list(seeds), list(options), max_total_tokens
+
+
 def rollout(
     policy: Policy,
     envs: gym.Env | Sequence[gym.Env] | Any,
@@ -599,15 +614,7 @@ def rollout(
         generator: The generation backend (default: :class:`HFGenerator`).
     """
     settings = settings or GenerationSettings()
-    if max_total_tokens is None:
-        max_total_tokens = int(getattr(getattr(policy.model, "config", None), "max_position_embeddings", 0) or 4096)
-    env_list = _unwrap_envs(envs)
-    n = len(env_list)
-    seeds = list(seeds) if seeds is not None else [None] * n
-    options = list(options) if options is not None else [None] * n
-    if len(seeds) != n or len(options) != n:
-        raise ValueError(f"Expected one seed and one options entry per env ({n}), got {len(seeds)} and {len(options)}.")
-    ids = list(env_ids) if env_ids is not None else [e.spec.id if e.spec else type(e.unwrapped).__name__ for e in env_list]
+    env_list, ids, seeds, options, max_total_tokens = _episode_inputs(policy, envs, seeds, options, env_ids, max_total_tokens)
     fmt = ChatFormat(policy.tokenizer)
     gen = generator or HFGenerator(policy)
     eos_ids = policy.eos_token_ids

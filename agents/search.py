@@ -35,7 +35,7 @@ import gymnasium as gym
 
 from agents.config import check_positive
 from agents.policy import Policy
-from agents.rollout import ChatFormat, GenerationSettings, Generator, HFGenerator, Trajectory, _Episode, _unwrap_envs
+from agents.rollout import ChatFormat, GenerationSettings, Generator, HFGenerator, Trajectory, _Episode, _episode_inputs
 from toolenv import restore, snapshot
 
 __all__ = ["DFSDTSettings", "dfsdt"]
@@ -121,15 +121,7 @@ def dfsdt(
     """
     search = search or DFSDTSettings()
     settings = settings or GenerationSettings(temperature=1.0)
-    if max_total_tokens is None:
-        max_total_tokens = int(getattr(getattr(policy.model, "config", None), "max_position_embeddings", 0) or 4096)
-    env_list = _unwrap_envs(envs)
-    n = len(env_list)
-    seeds = list(seeds) if seeds is not None else [None] * n
-    options = list(options) if options is not None else [None] * n
-    if len(seeds) != n or len(options) != n:
-        raise ValueError(f"Expected one seed and one options entry per env ({n}), got {len(seeds)} and {len(options)}.")
-    ids = list(env_ids) if env_ids is not None else [e.spec.id if e.spec else type(e.unwrapped).__name__ for e in env_list]
+    env_list, ids, seeds, options, max_total_tokens = _episode_inputs(policy, envs, seeds, options, env_ids, max_total_tokens)
     fmt = ChatFormat(policy.tokenizer)
     gen = generator or HFGenerator(policy)
     eos_ids = policy.eos_token_ids
