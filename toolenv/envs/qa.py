@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rewards.qa import contains_match, exact_match, token_f1
 from toolenv.core import BASE_REWARD_WEIGHTS, ToolEnv
@@ -14,6 +14,7 @@ from toolenv.protocols import Protocol
 from toolenv.tools.base import Tool
 from toolenv.tools.models import model_backend
 from toolenv.tools.retrieval import bm25_retriever, wiki_search
+from toolenv.types import Task
 
 __all__ = ["LAMA_INSTRUCTION", "MLQA_INSTRUCTION", "QA_INSTRUCTION", "QA_REWARD_WEIGHTS", "LAMAEnv", "MLQAEnv", "QAEnv"]
 
@@ -102,17 +103,14 @@ class QAEnv(ToolEnv):
         tasks = qa_tasks(dataset, split, data_dir)
         passages = load_corpus(corpus) if corpus is not None else hotpotqa_passages(data_dir)
         tool = wiki_search(bm25_retriever(passages), k=top_k, timeout=tool_timeout, max_output_chars=max_output_chars)
-        super().__init__(
-            ListTaskSet(tasks, name=dataset, split=split),
-            [tool],
-            protocol=protocol,
-            instruction=QA_INSTRUCTION,
-            reward_weights=reward_weights,
-            answer_reward=answer_reward or (contains_match if match == "contains" else exact_match),
-            tool_timeout=tool_timeout,
-            max_output_chars=max_output_chars,
-            render_mode=render_mode,
-        )
+        self._setup(tasks, dataset, split, tool, QA_INSTRUCTION, match, protocol=protocol, reward_weights=reward_weights,
+                    answer_reward=answer_reward, tool_timeout=tool_timeout, max_output_chars=max_output_chars, render_mode=render_mode)
+
+    def _setup(self, tasks: list[Task], dataset: str, split: str, tool: Tool, instruction: str, match: str, *,
+               answer_reward: Callable[..., list[float]] | None, **kwargs: Any) -> None:
+        """The ToolEnv of every TRICE text task: one tool, the instruction, TRICE's match unless ``answer_reward`` is given."""
+        ToolEnv.__init__(self, ListTaskSet(tasks, name=dataset, split=split), [tool], instruction=instruction,
+                         answer_reward=answer_reward or (contains_match if match == "contains" else exact_match), **kwargs)
         self.dataset, self.split, self.match = dataset, split, match
 
     def _score_answer(self, answer: str) -> dict[str, float]:
@@ -205,10 +203,8 @@ class LAMAEnv(QAEnv):
         else:
             backend = model_backend(qa, setting="qa", instruction="", allowed=("chat",))
         tool = _qa_tool(backend, timeout=tool_timeout, max_output_chars=max_output_chars)
-        ToolEnv.__init__(self, ListTaskSet(tasks, name="lama", split=split), [tool], protocol=protocol, instruction=LAMA_INSTRUCTION,
-                         reward_weights=reward_weights, answer_reward=answer_reward or (contains_match if match == "contains" else exact_match),
-                         tool_timeout=tool_timeout, max_output_chars=max_output_chars, render_mode=render_mode)
-        self.dataset, self.split, self.match = "lama", split, match
+        self._setup(tasks, "lama", split, tool, LAMA_INSTRUCTION, match, protocol=protocol, reward_weights=reward_weights,
+                    answer_reward=answer_reward, tool_timeout=tool_timeout, max_output_chars=max_output_chars, render_mode=render_mode)
 
 
 class MLQAEnv(QAEnv):
@@ -245,7 +241,5 @@ class MLQAEnv(QAEnv):
         backend = model_backend(translator, setting="translator", instruction="Translate into English; reply with the translation only:",
                                 allowed=("seq2seq", "chat"))
         tool = _translator_tool(backend, timeout=tool_timeout, max_output_chars=max_output_chars)
-        ToolEnv.__init__(self, ListTaskSet(tasks, name="mlqa", split=split), [tool], protocol=protocol, instruction=MLQA_INSTRUCTION,
-                         reward_weights=reward_weights, answer_reward=answer_reward or (contains_match if match == "contains" else exact_match),
-                         tool_timeout=tool_timeout, max_output_chars=max_output_chars, render_mode=render_mode)
-        self.dataset, self.split, self.match = "mlqa", split, match
+        self._setup(tasks, "mlqa", split, tool, MLQA_INSTRUCTION, match, protocol=protocol, reward_weights=reward_weights,
+                    answer_reward=answer_reward, tool_timeout=tool_timeout, max_output_chars=max_output_chars, render_mode=render_mode)
