@@ -132,6 +132,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     agent = load_agent(args.agent)
     cfg = config_from_args(agent.Config, args.rest, defaults=agent_defaults(args.agent), prog=f"toolenv train {args.agent}")
     out = agent.train(cfg)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # under accelerate launch: leave the group before the process exits,
+        dist.barrier()  # so no rank tears down gloo's threads while another is still in a collective
+        dist.destroy_process_group()
     from toolenv.registration import held_out_env_of
 
     held_out = [held_out_env_of(e) for e in cfg.env]
