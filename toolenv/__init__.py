@@ -29,9 +29,17 @@ __all__ = [
     "parse_kw",
     "register_env",
     "held_out_env_of",
+    "astep",
     "restore",
     "snapshot",
 ]
+
+
+async def astep(env, action):  # type: ignore[no-untyped-def]
+    """``env.step(action)`` in a worker thread, for event loops; see :func:`toolenv.core.astep`."""
+    from toolenv.core import astep as _astep
+
+    return await _astep(env, action)
 
 
 def snapshot(env):  # type: ignore[no-untyped-def]

@@ -26,7 +26,7 @@ from toolenv.spaces import MAX_ACTION_CHARS, MAX_OBSERVATION_CHARS, AnyText, Too
 from toolenv.tools.base import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT_S, Tool, ToolResult, as_tool, did_you_mean
 from toolenv.types import Task, ToolCall
 
-__all__ = ["BASE_REWARD_WEIGHTS", "EnvSnapshot", "ToolEnv", "accepted_kwargs", "restore", "snapshot", "truncate", "unknown_kwarg"]
+__all__ = ["BASE_REWARD_WEIGHTS", "EnvSnapshot", "ToolEnv", "accepted_kwargs", "astep", "restore", "snapshot", "truncate", "unknown_kwarg"]
 
 #: The reward terms of every ToolEnv and their default weights. ``reward = Σ weight × term``.
 BASE_REWARD_WEIGHTS: Mapping[str, float] = {
@@ -483,3 +483,26 @@ def restore(env: gym.Env, snap: EnvSnapshot) -> None:
     for w, counters in zip(wrappers, snap.wrappers):
         for k, v in counters.items():
             setattr(w, k, v)
+
+
+async def astep(env: gym.Env, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    """``env.step(action)`` without blocking the event loop: the step runs in a worker thread.
+
+    Many envs can step at once from one event loop (``asyncio.gather(*(astep(e, a) for ...))``),
+    as async trainers (SkyRL, verifiers) drive them. Off the main thread a tool's time limit is
+    kept by a daemon thread and a bounded wait instead of ``SIGALRM`` (see
+    :class:`toolenv.tools.base.Tool`), so limits still hold. Each env must be stepped by one
+    caller at a time, as any Gymnasium env.
+
+    >>> import asyncio, gymnasium as gym, toolenv
+    >>> envs = [gym.make("toolenv/Math-v0") for _ in range(3)]
+    >>> for i, e in enumerate(envs):
+    ...     _ = e.reset(options={"index": i})
+    >>> async def play():
+    ...     return await asyncio.gather(*(astep(e, "calculator(6*7)") for e in envs))
+    >>> [obs for obs, *_ in asyncio.run(play())]
+    ['42', '42', '42']
+    """
+    import asyncio
+
+    return await asyncio.to_thread(env.step, action)
