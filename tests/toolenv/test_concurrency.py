@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import gymnasium as gym
+
 import toolenv
 from toolenv.core import ToolEnv
 from toolenv.datasets import ListTaskSet
