@@ -35,7 +35,7 @@ from toolenv.cli import ArgumentParser
 from toolenv.protocols import PROTOCOLS
 from toolenv.types import Task, ToolCall
 
-__all__ = ["DEFAULT_PROTOCOLS", "FAMILY_PROTOCOLS", "bench_env", "bench_tool_limits", "format_table", "format_tool_limits",
+__all__ = ["bench_server", "format_server_table", "DEFAULT_PROTOCOLS", "FAMILY_PROTOCOLS", "bench_env", "bench_tool_limits", "format_table", "format_tool_limits",
            "main", "protocols_for"]
 
 DEFAULT_PROTOCOLS = ("trice", "react", "json")
@@ -375,6 +375,94 @@ def format_tool_limits(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def bench_server(env_id: str = "toolenv/Math-v0", sessions: int = 4, episodes: int = 200) -> dict[str, Any]:
+    """Gold episodes per second through ``toolenv serve`` with ``sessions`` concurrent OpenEnv clients,
+    against the same episodes stepped in-process by as many threads (text actions, the env's protocol).
+
+    The server runs in its own process on 127.0.0.1; each client thread holds one WebSocket session
+    and plays ``episodes / sessions`` episodes (task ``i`` of the split, gold actions). What the
+    server adds — JSON over a WebSocket, a session per client, the event loop — is the difference.
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from openenv.core.generic_client import GenericEnvClient
+
+    probe = gym.make(env_id)
+    n_tasks = len(probe.unwrapped.tasks)  # type: ignore[attr-defined]
+    scripts = []
+    for i in range(min(n_tasks, 64)):
+        probe.reset(options={"index": i})
+        scripts.append((i, list(probe.unwrapped.gold_actions())))  # type: ignore[attr-defined]
+    per_session = max(1, episodes // sessions)
+
+    def in_process(k: int) -> int:
+        env = gym.make(env_id)
+        steps = 0
+        for e in range(per_session):
+            index, actions = scripts[(k * per_session + e) % len(scripts)]
+            env.reset(options={"index": index})
+            for a in actions:
+                env.step(a)
+                steps += 1
+        return steps
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=sessions) as pool:
+        local_steps = sum(pool.map(in_process, range(sessions)))
+    local = time.perf_counter() - start
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "toolenv.cli", "serve", env_id, "--port", str(port), "--max-sessions", str(sessions)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+
+        def remote(k: int) -> int:
+            steps = 0
+            with GenericEnvClient(base_url=url).sync() as client:
+                for e in range(per_session):
+                    index, actions = scripts[(k * per_session + e) % len(scripts)]
+                    client.reset(index=index)
+                    for a in actions:
+                        client.step({"text": a})
+                        steps += 1
+            return steps
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=sessions) as pool:
+            remote_steps = sum(pool.map(remote, range(sessions)))
+        served = time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    total = per_session * sessions
+    return {"env": env_id, "sessions": sessions, "episodes": total, "in_process_episodes_per_s": total / local,
+            "server_episodes_per_s": total / served, "in_process_steps_per_s": local_steps / local, "server_steps_per_s": remote_steps / served,
+            "server_vs_in_process": (total / served) / (total / local)}
+
+
+def format_server_table(row: dict[str, Any]) -> str:
+    return "\n".join([
+        "| env | sessions | in-process episodes/s | through the server episodes/s | server / in-process |",
+        "|---|---:|---:|---:|---:|",
+        f"| `{row['env']}` | {row['sessions']} | {row['in_process_episodes_per_s']:,.0f} | {row['server_episodes_per_s']:,.0f} | "
+        f"{row['server_vs_in_process']:.3f}x |",
+    ])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``toolenv bench env [--env ID ...] [--protocol P ...] [--episodes N] [--tool-limits]``: print the table."""
 
@@ -385,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=5_000, help="scripted episodes per env and protocol")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tool-limits", action="store_true", help="also measure what each tool time-limit mode costs per call")
+    parser.add_argument("--server-sessions", type=int, default=0, metavar="N",
+                        help="instead: episodes/s through `toolenv serve` with N concurrent OpenEnv sessions, against N in-process threads")
     args = parser.parse_args(argv)
     from agents.config import usage_error
 
@@ -395,6 +485,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             toolenv.check_env_args(env_id)
         except ValueError as e:
             usage_error(parser, str(e))
+    if args.server_sessions:
+        if args.server_sessions < 1:
+            usage_error(parser, f"expected --server-sessions >= 1, got {args.server_sessions}")
+        try:
+            import openenv  # noqa: F401
+        except ImportError:
+            usage_error(parser, "--server-sessions needs the openenv-core package: pip install 'toolenv[openenv]'")
+        for env_id in args.env or ["toolenv/Math-v0"]:
+            print(format_server_table(bench_server(env_id, sessions=args.server_sessions, episodes=args.episodes)))
+        return 0
     rows = bench_env(args.env or None, protocols=args.protocol or None, episodes=args.episodes, seed=args.seed)
     print(format_table(rows))  # the CLI layer's output
     if args.tool_limits:

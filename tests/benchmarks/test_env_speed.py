@@ -69,3 +69,15 @@ def test_tool_limit_modes_are_measured_against_the_bare_function() -> None:
                                                               "tool call, isolated"]
     assert all(r["calls_per_s"] > 0 for r in rows) and rows[0]["overhead_us"] == 0.0
     assert "| tool limit mode |" in format_tool_limits(rows)
+
+
+@pytest.mark.slow
+def test_bench_env_through_the_server() -> None:
+    """``--server-sessions N``: the same gold episodes through `toolenv serve` with N OpenEnv sessions and in-process."""
+    pytest.importorskip("openenv")
+    from benchmarks.env_speed import bench_server
+
+    row = bench_server("toolenv/Math-v0", sessions=2, episodes=8)
+    assert row["episodes"] == 8 and row["in_process_episodes_per_s"] > 0 and row["server_episodes_per_s"] > 0
+    assert row["server_steps_per_s"] * row["episodes"] / row["server_episodes_per_s"] == pytest.approx(
+        row["in_process_steps_per_s"] * row["episodes"] / row["in_process_episodes_per_s"])  # the same steps were played both ways
