@@ -371,8 +371,11 @@ class ToolEnv(gym.Env[str, str]):
         tool_messages: list[dict[str, Any]] = []
         info["calls_ok"] = []
         start = time.monotonic()
-        for call in parsed.calls:
-            if time.monotonic() - start > self.step_time_budget:
+        results = self._concurrent_results(parsed.calls)
+        for k, call in enumerate(parsed.calls):
+            if results is not None:
+                result = results[k]
+            elif time.monotonic() - start > self.step_time_budget:
                 result = ToolResult(False, f"Error: {call.name} was not run: this step's tool time budget "
                                     f"({self.step_time_budget:g} s) is spent.", error="timeout")
             else:
@@ -408,6 +411,23 @@ class ToolEnv(gym.Env[str, str]):
             self.messages.append({"role": "assistant", "content": text})
         self.messages.extend(tool_messages)
         return "\n".join(outputs)
+
+    def _concurrent_results(self, calls: Sequence[ToolCall]) -> list[ToolResult] | None:
+        """The results of an action's calls run at the same time, when there are several and every one
+        names a tool marked ``concurrent`` (it keeps no state); ``None`` to run them one by one.
+
+        Each call keeps its own time limit; the step's budget is one call's worth, as the calls
+        overlap. Results come back in the calls' order, so rewards and transcripts are as sequential.
+        """
+        if len(calls) < 2 or type(self)._dispatch is not ToolEnv._dispatch:
+            return None
+        tools = [self.tools.get(c.name) for c in calls]
+        if not all(t is not None and t.concurrent for t in tools):
+            return None
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(len(calls), 8)) as pool:
+            return list(pool.map(self._dispatch, calls))
 
     def _dispatch(self, call: ToolCall) -> ToolResult:
         tool = self.tools.get(call.name)

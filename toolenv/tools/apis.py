@@ -486,3 +486,5 @@ API_TOOLS: Mapping[str, Callable[..., Any]] = {
         calculator,
     )
 }
+for _fn in API_TOOLS.values():
+    _fn.concurrent_safe = True  # type: ignore[attr-defined]  # deterministic lookups over fixed data: calls of one action may overlap

@@ -255,6 +255,8 @@ class Tool:
         description: Overrides the docstring's summary.
         timeout: Wall-clock limit of one call, in seconds.
         max_output_chars: Output longer than this is cut, with a note saying how much was cut.
+        concurrent: Whether calls may run at the same time as the other calls of one action (a tool
+            that keeps no state between calls); default: the function's ``concurrent_safe`` attribute.
         isolate: Run every call in a forked worker process, killed at the time limit: the one mode
             that also stops work no in-process limit can interrupt (a single C-level operation).
             A bound method's instance state comes back from the worker after a call that finished,
@@ -288,6 +290,7 @@ class Tool:
         timeout: float = DEFAULT_TIMEOUT_S,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
         isolate: bool = False,
+        concurrent: bool | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"Expected a callable tool, got {type(fn).__name__}.")
@@ -301,6 +304,9 @@ class Tool:
         self.max_output_chars = int(max_output_chars)
         #: Run each call in a forked worker process that is killed at the limit (see :meth:`_run_isolated`).
         self.isolate = bool(isolate)
+        #: Calls of this tool may run at the same time as other calls of the same action (it keeps no
+        #: state between calls); default: the function's ``concurrent_safe`` attribute, else False.
+        self.concurrent = bool(getattr(fn, "concurrent_safe", False) if concurrent is None else concurrent)
         summary, arg_help = _parse_docstring(inspect.getdoc(fn) or "")
         self.description = description or summary
         try:

@@ -560,3 +560,6 @@ def calculator(expression: str) -> str:
         expression: An arithmetic expression, e.g. "(12/60)*50" or "2^10 - 1,000".
     """
     return format_number(evaluate(expression))
+
+
+calculator.concurrent_safe = True  # type: ignore[attr-defined]  # a pure function: calls of one action may overlap

@@ -77,4 +77,4 @@ def wiki_search(retriever: BM25Retriever, *, k: int = 2, max_chars_per_passage: 
             out.append(f"{title}: {text}")
         return "\n".join(out)
 
-    return Tool(WikiSearch, timeout=timeout, max_output_chars=max_output_chars)
+    return Tool(WikiSearch, timeout=timeout, max_output_chars=max_output_chars, concurrent=True)
