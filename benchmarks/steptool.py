@@ -448,7 +448,7 @@ def solution_of(traj: Any) -> dict[str, Any]:
 
 
 def _episodes(path: Path) -> dict[str, Any]:
-    """Trajectories keyed like :func:`_successes`."""
+    """Trajectories keyed ``"{task id}#{k}"`` for the k-th episode of that task (sampled evaluation repeats tasks)."""
     from agents.rollout import load_trajectories
 
     seen: dict[str, int] = {}
@@ -491,15 +491,7 @@ def win_rates(out: str | Path, results: dict[str, Any], preference: Any = None) 
 
 def _successes(path: Path) -> dict[str, float]:
     """Success per episode, keyed ``"{task id}#{k}"`` for the k-th episode of that task (sampled evaluation repeats tasks)."""
-    from agents.rollout import load_trajectories
-
-    seen: dict[str, int] = {}
-    out = {}
-    for t in load_trajectories(path):
-        task = str(t.task.get("id"))
-        out[f"{task}#{seen.get(task, 0)}"] = float(t.success)
-        seen[task] = seen.get(task, 0) + 1
-    return out
+    return {key: float(t.success) for key, t in _episodes(path).items()}
 
 
 def _run_key(algo: str, budget: int, preset: StepToolPreset) -> str:

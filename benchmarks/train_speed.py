@@ -5,8 +5,9 @@ processes alternate between the two sides of a pair (toolenv, TRL, toolenv, TRL,
 the machine's load hits both. Every pair uses the same model, LoRA settings (rank, alpha, all
 linear layers), batch, learning rate and data:
 
-- **sft**: toolenv's behaviour-cloning step (:func:`agents.bc.sft_step`: the LM head only at
-  labelled positions, in chunks) against TRL's ``SFTTrainer`` on the same token sequences — the
+- **sft**: toolenv's behaviour-cloning step (the body of :func:`agents.bc.sft_step` — ``TokenScorer``,
+  the LM head only at labelled positions, in chunks, and :func:`agents.bc.bc_loss` — on batches taken
+  in order rather than drawn at random, so both sides see the same batches) against TRL's ``SFTTrainer`` on the same token sequences — the
   gold episodes of ``toolenv/Math-v0`` (prompt, call, tool output, answer), the model's tokens as
   TRL's ``completion_mask`` (``completion_only_loss``).
 - **dpo**: toolenv's DPO step (the agent's own ``_pair_logps``: reference log-probs first, the adapter
@@ -71,7 +72,6 @@ def _worker(method: str, model: str, batch: int, steps: int, warmup: int, lora_r
     tokens: list[int] = []
     side, kind = method.split(":")
     if side == "toolenv":
-        import numpy as np
         from accelerate import Accelerator
 
         from agents.utils import TokenScorer, collate
@@ -108,7 +108,6 @@ def _worker(method: str, model: str, batch: int, steps: int, warmup: int, lora_r
             optimizer.zero_grad(set_to_none=True)
             times.append(time.perf_counter() - start)
             tokens.append(count)
-        _ = np
     else:
         from datasets import Dataset
         from peft import LoraConfig
