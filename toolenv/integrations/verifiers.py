@@ -15,7 +15,8 @@ TextArena and OpenEnv tasksets work this way). Here the env steps a toolenv env 
 
 The top-level module ``toolenv_verifiers`` is the verifiers taskset package (it exports one
 ``Taskset`` and one ``Env`` subclass), so ``vf-eval toolenv_verifiers --env.taskset.env-id
-toolenv/Math-v0`` finds it, and :func:`load_environment` builds the env from Python.
+toolenv/Math-v0 --env.player.runtime.type subprocess`` evaluates it through verifiers' own runtime
+(its ``null`` chat harness, prepared by ``uv``), and :func:`load_environment` builds the env from Python.
 """
 
 from __future__ import annotations
