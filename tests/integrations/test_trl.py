@@ -62,6 +62,8 @@ def test_reset_dataset_rows() -> None:
 def test_grpo_trainer_calls_the_envs_tools_and_is_rewarded_by_it(tmp_path: Path) -> None:
     """GRPOTrainer for two steps on a tiny model (Qwen2.5's chat template, so TRL parses its tool calls), taught one call first."""
     import torch
+
+    pytest.importorskip("transformers", minversion="5.2", reason="GRPOTrainer's environment_factory needs transformers >= 5.2: pip install 'toolenv[trl]'")
     from trl import GRPOConfig, GRPOTrainer
     from trl.chat_template_utils import qwen2_5_chat_template
 
