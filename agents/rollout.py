@@ -300,12 +300,93 @@ class _LogprobRecorder:
         return torch.stack(self.steps, dim=1) if self.steps else torch.zeros(last_tokens.shape[0], 0)
 
 
-class HFGenerator:
-    """Batched ``model.generate`` (KV cache, left padding) with per-token log-probabilities."""
+@functools.cache
+def _cache_arg() -> str:
+    """``generate``'s name for a cache to continue from: ``cache`` in current transformers, ``past_key_values`` before."""
+    from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-    def __init__(self, policy: Policy) -> None:
+    return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
+
+
+class _TurnCache:
+    """The KV cache one :meth:`HFGenerator.generate` call left, kept for the next turn of the same episodes.
+
+    ``layout``/``mask`` are the batch's token ids and attention mask at the cached positions
+    (left padding, then each row's prompt and generated tokens; positions after a row's cut are
+    masked out), ``rows`` each row's tokens those positions hold, in order, and ``kept`` each
+    row's whole sequence after the call (prompt + cut action: what the next prompt must start with).
+    """
+
+    def __init__(self, cache: Any, layout: torch.Tensor, mask: torch.Tensor, rows: list[list[int]], kept: list[list[int]],
+                 version: tuple[int, ...]) -> None:
+        self.cache, self.layout, self.mask, self.rows, self.kept, self.version = cache, layout, mask, rows, kept, version
+
+    def match(self, prompts: list[list[int]]) -> list[int] | None:
+        """For each prompt, a row whose kept sequence it extends (rows tried in order first); ``None`` if one has none."""
+        picks, nxt = [], 0
+        for p in prompts:
+            order = [*range(nxt, len(self.kept)), *range(nxt)]
+            r = next((r for r in order if len(p) > len(self.kept[r]) and p[: len(self.kept[r])] == self.kept[r]), None)
+            if r is None:
+                return None
+            picks.append(r)
+            nxt = r + 1
+        return picks
+
+
+class HFGenerator:
+    """Batched ``model.generate`` (KV cache, left padding) with per-token log-probabilities.
+
+    With ``reuse_cache`` (what :func:`rollout` uses), a turn continues from the KV cache the
+    previous call left instead of re-prefilling the episode: when every prompt extends one of the
+    previous call's sequences, only the new tokens (the observation) are run through the model,
+    padded between the cached part and the new part, with positions taken from the attention mask
+    as in any left-padded batch; the tokens and log-probs equal re-prefilling's up to float
+    rounding (``tests/agents/test_rollout.py``). A call whose prompts do not all extend the last
+    call's, weights changed in place since (an optimiser step), or a cache more than half padding,
+    prefills afresh. :meth:`release` drops the cache; :func:`rollout` does at its end.
+    """
+
+    def __init__(self, policy: Policy, *, reuse_cache: bool = False) -> None:
         self.policy = policy
         self.eos_ids = policy.eos_token_ids
+        self.reuse_cache = reuse_cache
+        self._turn: _TurnCache | None = None
+        self.prefilled_tokens = 0  # tokens run through the model before generation, over all calls (what reuse saves)
+
+    def release(self) -> None:
+        """Forget the cached turn (its memory is freed)."""
+        self._turn = None
+
+    def _weights_version(self) -> tuple[int, ...]:
+        return tuple(p._version for p in self.policy.trainable_parameters())
+
+    def _continuation(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, Any, list[int]] | None:
+        """Input ids, attention mask and cache continuing the cached turn, and each row's number of cached tokens; ``None`` to prefill."""
+        turn = self._turn
+        if turn is None or turn.version != self._weights_version():
+            return None
+        picks = turn.match(prompts)
+        if picks is None:
+            return None
+        cached = [len(turn.rows[r]) for r in picks]
+        if 2 * max(len(p) for p in prompts) < turn.layout.shape[1]:
+            return None  # mostly padding: a fresh prefill is cheaper than carrying it
+        suffixes = [p[c:] for p, c in zip(prompts, cached)]
+        width = max(len(x) for x in suffixes)
+        pad = self.policy.tokenizer.pad_token_id
+        new_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        new_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, x in enumerate(suffixes):
+            new_ids[i, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+            new_mask[i, width - len(x) :] = 1
+        index = torch.tensor(picks, dtype=torch.long)
+        cache = turn.cache
+        if picks != list(range(len(turn.kept))):
+            cache.batch_select_indices(index.to(self.policy.device))
+        input_ids = torch.cat([turn.layout[index], new_ids], dim=1)
+        attention = torch.cat([turn.mask[index], new_mask], dim=1)
+        return input_ids, attention, cache, cached
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, stop: Sequence[str]) -> list[tuple[list[int], list[float]]]:
@@ -313,13 +394,22 @@ class HFGenerator:
 
         tok = self.policy.tokenizer
         pad = tok.pad_token_id
-        width = max(len(p) for p in prompts)
         device = self.policy.device
-        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            attention[i, width - len(p) :] = 1
+        continued = self._continuation(prompts) if self.reuse_cache else None
+        self._turn = None
+        if continued is not None:
+            input_ids, attention, cache, cached = continued
+            self.prefilled_tokens += sum(len(p) - c for p, c in zip(prompts, cached))
+        else:
+            width = max(len(p) for p in prompts)
+            input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(prompts), width), dtype=torch.long)
+            for i, p in enumerate(prompts):
+                input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+                attention[i, width - len(p) :] = 1
+            cache = None
+            self.prefilled_tokens += sum(len(p) for p in prompts)
+        width = input_ids.shape[1]
         recorder = _LogprobRecorder()
         kwargs: dict[str, Any] = {
             "max_new_tokens": settings.max_new_tokens,
@@ -329,6 +419,10 @@ class HFGenerator:
             "logits_processor": LogitsProcessorList([recorder]),
             "use_cache": True,
         }
+        if self.reuse_cache:
+            kwargs["return_dict_in_generate"] = True
+        if cache is not None:
+            kwargs[_cache_arg()] = cache
         if not settings.greedy:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
         else:
@@ -344,13 +438,37 @@ class HFGenerator:
         finally:
             if was_training:
                 model.train()
-        new = out[:, width:].cpu()
+        sequences = out.sequences if self.reuse_cache else out
+        new = sequences[:, width:].cpu()
         logprobs = recorder.finish(new[:, -1].to(device)).cpu() if new.shape[1] else torch.zeros(len(prompts), 0)
         results = []
         for i in range(len(prompts)):
             ids = self._cut(new[i].tolist(), stop)
             results.append((ids, logprobs[i, : len(ids)].tolist()))
+        if self.reuse_cache:
+            self._keep(out, sequences.cpu(), attention, prompts, [ids for ids, _ in results])
         return results
+
+    def _keep(self, out: Any, sequences: torch.Tensor, attention: torch.Tensor, prompts: list[list[int]], actions: list[list[int]]) -> None:
+        """Keep the cache ``generate`` returned, with which of its positions hold which row's tokens."""
+        from transformers import DynamicCache
+
+        cache = getattr(out, _cache_arg(), None)
+        if type(cache) is not DynamicCache or any(type(layer).__name__ != "DynamicLayer" for layer in getattr(cache, "layers", [])):
+            return  # sliding-window or recurrent caches cannot be extended this way
+        length = cache.get_seq_length()
+        width = attention.shape[1]
+        generated = length - width  # the last sampled token has no KV yet
+        if generated < 0:
+            return
+        mask = torch.cat([attention, torch.ones((len(prompts), generated), dtype=torch.long)], dim=1)
+        rows = []
+        for i, (p, a) in enumerate(zip(prompts, actions)):
+            held = min(len(a), generated)
+            mask[i, width + held :] = 0  # after the cut: padding or text past a stop string
+            rows.append(p + a[:held])
+        self._turn = _TurnCache(cache, sequences[:, :length].clone(), mask, rows, [p + a for p, a in zip(prompts, actions)],
+                                self._weights_version())
 
     def _cut(self, ids: list[int], stop: Sequence[str]) -> list[int]:
         """The generated tokens up to and including the end-of-turn token; padding removed."""
@@ -616,7 +734,18 @@ def rollout(
     settings = settings or GenerationSettings()
     env_list, ids, seeds, options, max_total_tokens = _episode_inputs(policy, envs, seeds, options, env_ids, max_total_tokens)
     fmt = ChatFormat(policy.tokenizer)
-    gen = generator or HFGenerator(policy)
+    gen = generator or HFGenerator(policy, reuse_cache=True)
+    try:
+        return _play(policy, gen, env_list, ids, seeds, options, fmt, settings, max_turns, max_total_tokens)
+    finally:
+        release = getattr(gen, "release", None)
+        if release is not None:
+            release()
+
+
+def _play(policy: Policy, gen: Generator, env_list: list[gym.Env], ids: Sequence[str], seeds: Sequence[int | None],
+          options: Sequence[dict[str, Any] | None], fmt: ChatFormat, settings: GenerationSettings, max_turns: int | None,
+          max_total_tokens: int) -> list[Trajectory]:
     eos_ids = policy.eos_token_ids
     episodes = [_Episode(e, i, fmt, s, o) for e, i, s, o in zip(env_list, ids, seeds, options)]
     stop = tuple(env_list[0].unwrapped.protocol.stop) if env_list else ()  # type: ignore[attr-defined]

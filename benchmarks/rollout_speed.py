@@ -9,6 +9,11 @@ Two figures matter for a tool-use rollout loop:
 - **share of wall time inside ``env.step``** over whole multi-turn episodes. Goal: under 1 %.
 
 Both runs sample at temperature 1 with the same ``max_new_tokens`` and seed.
+
+``--turns 1,3,8`` adds the cost of long episodes: tokens/s over episodes of exactly that many turns
+(every answer is followed by a user turn asking to check it, so no episode ends early), generated
+greedily with the KV cache continued across turns against re-prefilling each turn, on the same
+prompts, with how many episodes came out token-identical and the largest log-prob difference.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ import torch
 
 import toolenv
 from agents.policy import Policy
-from agents.rollout import ChatFormat, GenerationSettings, rollout
+from agents.rollout import ChatFormat, GenerationSettings, HFGenerator, rollout
 from toolenv.cli import ArgumentParser
 
-__all__ = ["bench_rollout", "format_rollout_table", "main"]
+__all__ = ["bench_rollout", "bench_turns", "format_rollout_table", "format_turns_table", "main"]
 
 
 class _TimedStep(gym.Wrapper):
@@ -121,6 +126,55 @@ def bench_rollout(
     }
 
 
+def _continuing(env_id: str, index: int) -> gym.Env:
+    """``env_id`` on task ``index`` where every answer is followed by a user turn asking to check it (episodes never end)."""
+    env = gym.make(env_id)
+    base: Any = env.unwrapped
+
+    def follow_up(answer: str) -> tuple[dict[str, float], bool, str]:
+        obs = "Check that once more, then give your answer again."
+        base.messages.append({"role": "user", "content": obs})
+        return {}, False, obs
+
+    base._on_answer = follow_up
+    env.reset(options={"index": index})
+    return env
+
+
+def bench_turns(policy: Policy, *, env_id: str = "toolenv/APIChain-L1-v1", turns: Sequence[int] = (1, 3, 8), batch_size: int = 8,
+                max_new_tokens: int = 32, repeats: int = 1) -> list[dict[str, float]]:
+    """Tokens/s over ``t``-turn episodes, the KV cache continued across turns against re-prefilling, for each ``t`` in ``turns``."""
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True)
+    options = [{"index": i} for i in range(batch_size)]
+    rows = []
+    for t in turns:
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        trajs: dict[bool, Any] = {}
+        for _ in range(repeats):
+            for reuse in (False, True):  # interleaved, so drifts in machine speed hit both alike
+                envs = [_continuing(env_id, i) for i in range(batch_size)]
+                gen = HFGenerator(policy, reuse_cache=reuse)
+                start = time.perf_counter()
+                trajs[reuse] = rollout(policy, envs, settings=settings, options=options, max_turns=t, generator=gen)
+                rates[reuse].append(sum(tr.num_model_tokens for tr in trajs[reuse]) / (time.perf_counter() - start))
+        same = sum(a.token_ids == b.token_ids for a, b in zip(trajs[False], trajs[True]))
+        gaps = [abs(x - y) for a, b in zip(trajs[False], trajs[True]) if a.token_ids == b.token_ids for x, y in zip(a.logprobs, b.logprobs)]
+        rows.append({"turns": t, "batch_size": batch_size, "context_tokens": max(len(tr.token_ids) for tr in trajs[True]),
+                     "reprefill_tokens_per_s": max(rates[False]), "reuse_tokens_per_s": max(rates[True]),
+                     "ratio": max(rates[True]) / max(rates[False]), "identical_episodes": same, "max_logprob_gap": max(gaps, default=0.0)})
+    return rows
+
+
+def format_turns_table(rows: list[dict[str, float]], model: str) -> str:
+    lines = ["| model | turns | batch | longest episode (tokens) | re-prefill tok/s | KV reuse tok/s | ratio | identical episodes | max log-prob gap |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {model} | {r['turns']} | {r['batch_size']} | {r['context_tokens']} | {r['reprefill_tokens_per_s']:.1f} |"
+                     f" {r['reuse_tokens_per_s']:.1f} | {r['ratio']:.2f}x | {r['identical_episodes']}/{r['batch_size']} |"
+                     f" {r['max_logprob_gap']:.1e} |")
+    return "\n".join(lines)
+
+
 def format_rollout_table(row: dict[str, float], model: str) -> str:
     return "\n".join(
         [
@@ -146,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="rollout generation: hf (model.generate), vllm (in-process engine, needs a GPU), server (an OpenAI-compatible vLLM server)")
     parser.add_argument("--server-url", default=None, help="--backend server: the server's base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--server-model", default=None, help="--backend server: the served model name (default: --model)")
+    parser.add_argument("--turns", default=None, help="also time episodes of these many turns, KV cache reused against re-prefilling, e.g. 1,3,8 (hf backend)")
+    parser.add_argument("--turns-env", default="toolenv/APIChain-L1-v1", help="--turns: the env id")
     args = parser.parse_args(argv)
     from agents.config import usage_error
     from agents.policy import check_model_name, resolve_device
@@ -161,6 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--backend vllm needs a CUDA GPU and the vllm package; on a CPU use --backend hf")
         if args.backend == "server" and not args.server_url:
             raise ValueError("--backend server needs --server-url (a vLLM or SGLang OpenAI-compatible server)")
+        turns = _parse_turns(args.turns) if args.turns else None
+        if turns and args.backend != "hf":
+            raise ValueError("--turns measures Hugging Face generation's KV reuse: use it with --backend hf (vLLM and servers cache prefixes themselves)")
+        if turns:
+            toolenv.check_env_args(args.turns_env)
     except (ValueError, FileNotFoundError) as e:
         usage_error(parser, str(e))
     policy = Policy.load(args.model, device=args.device, trainable=False)
@@ -176,4 +237,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     row = bench_rollout(policy, env_id=args.env, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, repeats=args.repeats,
                         generator=generator)
     print(format_rollout_table(row, f"{args.model} ({args.backend})"))
+    if turns:
+        print()
+        print(format_turns_table(bench_turns(policy, env_id=args.turns_env, turns=turns, max_new_tokens=args.max_new_tokens), args.model))
     return 0
+
+
+def _parse_turns(text: str) -> list[int]:
+    """``--turns``: comma-separated positive integers."""
+    try:
+        turns = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        turns = []
+    if not turns or min(turns) < 1:
+        raise ValueError(f"expected --turns as comma-separated positive integers such as 1,3,8, got {text!r}")
+    return turns

@@ -31,6 +31,7 @@ from agents import bc
 from agents.config import check_out_dir, check_positive, usage_error
 from agents.evaluate import evaluate_model
 from agents.policy import check_model_name
+from benchmarks.memory import StagePeaks, format_peaks
 from benchmarks.stats import (
     COMPARISON_HEADER,
     Comparison,
@@ -262,8 +263,19 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     env_kwargs = run_env_kwargs(preset)  # the same envs and reward weights for every run
     results: dict[str, Any] = {"preset": asdict(preset), "env_kwargs": env_kwargs, "runs": {}, "curves": {}, "seconds": {}}
+    peaks = StagePeaks()
+    with peaks.stage("bc"):
+        _warm_start(preset, env_kwargs, out, results)
+    for algo in preset.algorithms:
+        with peaks.stage(algo):
+            _train_and_evaluate(algo, preset, env_kwargs, out, results)
+    results["peak_rss_gb"], results["peak_rss_per_stage"] = peaks.gb, peaks.per_stage
+    _summarise(preset, out, results)
+    return results
 
-    # 1. the warm start: behaviour cloning on gold call sequences (or the proxy's noisy expert), evaluated like every algorithm
+
+def _warm_start(preset: StepToolPreset, env_kwargs: dict[str, Any], out: Path, results: dict[str, Any]) -> None:
+    """Behaviour cloning from the preset's model (the proxy's built first), evaluated like every algorithm."""
     bc_dir = out / "bc" / "model"
     start = time.perf_counter()
     model = preset.model
@@ -292,26 +304,32 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
     results["strategies"] = {x: {"bc": [_evaluate(bc_dir, preset, env_kwargs, out / "bc" / _eval_dir(x), x)]} for x in other_strategies}
     results["seconds"]["bc"] = time.perf_counter() - start
 
-    # 2. every algorithm from the same warm start, the same samples, each seed
-    for algo in preset.algorithms:
-        start = time.perf_counter()
-        for budget in (*(b for b in preset.budgets if b < preset.samples), preset.samples):
-            key = _run_key(algo, budget, preset)
-            results["runs"][key], results["curves"][key] = [], []
-            for seed in preset.seeds:
-                run = _run_dir(out, key, seed)
-                model_dir = run / "model"
-                if not (model_dir / "toolenv_policy.json").exists():
-                    logger.info("%s seed %d: training on %d samples", algo, seed, budget)
-                    module, cfg = _agent_config(algo, replace(preset, samples=budget), env_kwargs, bc_dir, model_dir, seed)
-                    module.train(cfg)
-                results["runs"][key].append(_evaluate(model_dir, preset, env_kwargs, run / "eval"))
-                for x in other_strategies:
-                    results["strategies"][x].setdefault(key, []).append(_evaluate(model_dir, preset, env_kwargs, run / _eval_dir(x), x))
-                results["curves"][key].append(_training_curve(model_dir))
-        results["seconds"][algo] = time.perf_counter() - start
 
-    # 3. intervals and paired comparisons; the table, the numbers, the plot
+def _train_and_evaluate(algo: str, preset: StepToolPreset, env_kwargs: dict[str, Any], out: Path, results: dict[str, Any]) -> None:
+    """One algorithm at each budget and seed from the warm start (finished runs are read back), each model evaluated."""
+    bc_dir = out / "bc" / "model"
+    other_strategies = [x for x in preset.strategies if x != "cot"]
+    start = time.perf_counter()
+    for budget in (*(b for b in preset.budgets if b < preset.samples), preset.samples):
+        key = _run_key(algo, budget, preset)
+        results["runs"][key], results["curves"][key] = [], []
+        for seed in preset.seeds:
+            run = _run_dir(out, key, seed)
+            model_dir = run / "model"
+            if not (model_dir / "toolenv_policy.json").exists():
+                logger.info("%s seed %d: training on %d samples", algo, seed, budget)
+                module, cfg = _agent_config(algo, replace(preset, samples=budget), env_kwargs, bc_dir, model_dir, seed)
+                module.train(cfg)
+            results["runs"][key].append(_evaluate(model_dir, preset, env_kwargs, run / "eval"))
+            for x in other_strategies:
+                results["strategies"][x].setdefault(key, []).append(_evaluate(model_dir, preset, env_kwargs, run / _eval_dir(x), x))
+            results["curves"][key].append(_training_curve(model_dir))
+    results["seconds"][algo] = time.perf_counter() - start
+
+
+def _summarise(preset: StepToolPreset, out: Path, results: dict[str, Any]) -> None:
+    """Intervals, paired comparisons, win rates; ``results.json``, the table and the plot."""
+    other_strategies = [x for x in preset.strategies if x != "cot"]
     outcomes = {key: _outcomes(out, results, key) for key in results["runs"]}
     results["success_ci"] = {key: list(bootstrap_ci(o[1])) for key, o in outcomes.items() if o is not None}
     results["comparisons"] = paired_comparisons(out, results, outcomes)
@@ -327,7 +345,6 @@ def run_steptool(preset: StepToolPreset, out: str | Path) -> dict[str, Any]:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "steptool_table.md").write_text(format_steptool_table(results) + "\n")
     plot_steptool(results, out / "steptool.png")
-    return results
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -367,6 +384,8 @@ def format_steptool_table(results: dict[str, Any]) -> str:
         lines += ["", format_paired_comparisons(results["comparisons"])]
     if results.get("strategies"):
         lines += ["", format_strategy_table(results)]
+    if results.get("peak_rss_gb"):
+        lines += ["", format_peaks(results["peak_rss_gb"], results.get("peak_rss_per_stage", True))]
     return "\n".join(lines)
 
 

@@ -13,10 +13,17 @@ linear layers), batch, learning rate and data:
 - **dpo**: toolenv's DPO step (the agent's own ``_pair_logps``: reference log-probs first, the adapter
   disabled, then the policy's, and :func:`agents.dpo.dpo_loss`) against TRL's ``DPOTrainer`` on the same single-turn pairs
   (the gold call against a wrong call for each task's prompt), sigmoid loss, beta 0.1.
+- **grpo**: one iteration of :func:`agents.grpo.train` (sampling ``batch`` completions, 4 per task
+  prompt of ``toolenv/Math-v0``, at temperature 1 with at most 32 new tokens; the env's rewards; the
+  reference log-probs for a k3 KL of 0.04; one clipped-surrogate update) against one step of TRL's
+  ``GRPOTrainer`` with the same prompts, ``num_generations`` 4, ``max_completion_length`` 32,
+  temperature 1, top-p 1, no top-k, ``beta`` 0.04, one iteration per batch. TRL generates one
+  completion per prompt, so toolenv's episodes are cut after their first action (the rollout's
+  ``max_turns=1``); a step is timed from one iteration's sampling to the next's.
 
-TRL's ``gradient_checkpointing`` is turned off (its SFT/DPO configs default to on) so both sides
-do the same work. Reported: steps/s and tokens/s after ``warmup`` steps (best of ``repeats``), the
-ratio toolenv / TRL, and peak RSS. GRPO (generation plus update) is not paired here.
+TRL's ``gradient_checkpointing`` is turned off (its configs default to on) so both sides
+do the same work. Reported: steps/s and tokens/s (prompt and completion tokens of the batch) after
+``warmup`` steps (best of ``repeats``), the ratio toolenv / TRL, and peak RSS.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from toolenv.cli import ArgumentParser
 
 __all__ = ["format_train_speed_table", "main", "run_train_speed"]
 
-PAIRS = ("sft", "dpo")
+PAIRS = ("sft", "dpo", "grpo")
+GRPO_GROUP, GRPO_NEW_TOKENS, GRPO_KL = 4, 32, 0.04
 
 
 def _data(tokenizer: Any, n: int) -> tuple[list[Any], list[tuple[list[int], list[int], list[int]]]]:
@@ -57,20 +65,100 @@ def _data(tokenizer: Any, n: int) -> tuple[list[Any], list[tuple[list[int], list
     return demos, triples
 
 
-def _worker(method: str, model: str, batch: int, steps: int, warmup: int, lora_r: int, lr: float) -> dict[str, Any]:
-    import resource
+def _grpo_prompts(n: int) -> tuple[list[list[dict[str, Any]]], list[str]]:
+    """The chat prompts (system and user messages) and answers of Math-v0's first ``n`` tasks."""
+    import gymnasium as gym
 
+    import toolenv  # noqa: F401
+
+    env = gym.make("toolenv/Math-v0")
+    prompts, answers = [], []
+    for i in range(n):
+        env.reset(options={"index": i})
+        prompts.append([dict(m) for m in env.unwrapped.messages])
+        answers.append(str(env.unwrapped.task.answer))
+    return prompts, answers
+
+
+def _grpo_worker(side: str, model: str, batch: int, steps: int, warmup: int, lora_r: int, lr: float) -> tuple[list[float], list[int]]:
+    """Step seconds and tokens of ``steps + warmup`` GRPO steps on one side."""
+    import agents.grpo as grpo
+    from agents.policy import resolve_model
+
+    tasks = batch * (steps + warmup)
+    if batch % GRPO_GROUP:
+        raise ValueError(f"expected --batch-size to be a multiple of the GRPO group size {GRPO_GROUP}, got {batch}")
+    times: list[float] = []
+    tokens: list[int] = []
+    if side == "toolenv":
+        marks: list[float] = []
+        sample = grpo.rollout
+
+        def timed_rollout(*args: Any, **kwargs: Any) -> Any:
+            marks.append(time.perf_counter())
+            trajs = sample(*args, **kwargs, max_turns=1)
+            tokens.append(sum(len(t.token_ids) for t in trajs))
+            return trajs
+
+        grpo.rollout = timed_rollout  # type: ignore[assignment]
+        with tempfile.TemporaryDirectory() as out:
+            grpo.train(grpo.Config(model=model, env=["toolenv/Math-v0"], out=out, max_steps=steps + warmup + 1, group_size=GRPO_GROUP,
+                                   tasks_per_step=batch // GRPO_GROUP, tasks_per_env=tasks, max_new_tokens=GRPO_NEW_TOKENS, temperature=1.0,
+                                   minibatch_size=batch, epochs=1, kl_coef=GRPO_KL, lr=lr, lora_r=lora_r, lora_alpha=2 * lora_r,
+                                   progress=False, save_every=10**9, seed=0, device="cpu"))
+        times = [b - a for a, b in zip(marks, marks[1:])]  # the last iteration, ended by saving, is not measured
+        return times, tokens[: len(times)]
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rewards.math import numeric_match
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(model))
+    prompts, answers = _grpo_prompts(tasks)
+    lengths = [len(tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)) for p in prompts]
+    ds = Dataset.from_dict({"prompt": prompts, "answer": answers, "prompt_tokens": lengths})
+
+    def reward(completions: list[Any], answer: list[str], completion_ids: list[list[int]], prompt_tokens: list[int], **kw: Any) -> list[float]:
+        tokens.append(sum(prompt_tokens) + sum(len(c) for c in completion_ids))
+        return numeric_match([c[-1]["content"] if isinstance(c, list) else c for c in completions], answer=answer)
+
+    marks2: list[float] = []
+
+    class Clock(TrainerCallback):  # type: ignore[misc]
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            marks2.append(time.perf_counter())
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            times.append(time.perf_counter() - marks2[-1])
+
+    args = GRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps + warmup, per_device_train_batch_size=batch, learning_rate=lr, report_to=[],
+                      use_cpu=True, logging_steps=10_000, save_strategy="no", gradient_checkpointing=False, dataloader_num_workers=0,
+                      lr_scheduler_type="constant", warmup_steps=0, num_generations=GRPO_GROUP, max_completion_length=GRPO_NEW_TOKENS,
+                      temperature=1.0, top_p=1.0, top_k=0, beta=GRPO_KL, num_iterations=1, seed=0)
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(resolve_model(model)), reward_funcs=[reward], args=args, train_dataset=ds,
+                          processing_class=tok, callbacks=[Clock()],
+                          peft_config=LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear", task_type="CAUSAL_LM"))
+    trainer.train()
+    return times, tokens
+
+
+def _worker(method: str, model: str, batch: int, steps: int, warmup: int, lora_r: int, lr: float) -> dict[str, Any]:
     import torch
 
     from agents.policy import LoraSettings, Policy, resolve_model
 
     torch.manual_seed(0)
+    side, kind = method.split(":")
+    if kind == "grpo":
+        times, tokens = _grpo_worker(side, model, batch, steps, warmup, lora_r, lr)
+        return _measured(method, times, tokens, warmup)
     policy = Policy.load(model, lora=LoraSettings(r=lora_r, alpha=2 * lora_r), device="cpu")
     n = batch * (steps + warmup)
     demos, triples = _data(policy.tokenizer, n)
     times: list[float] = []
     tokens: list[int] = []
-    side, kind = method.split(":")
     if side == "toolenv":
         from accelerate import Accelerator
 
@@ -145,8 +233,14 @@ def _worker(method: str, model: str, batch: int, steps: int, warmup: int, lora_r
             trainer = DPOTrainer(model=base, args=DPOConfig(**common, beta=0.1, loss_type=["sigmoid"], max_length=4096), train_dataset=ds,
                                  processing_class=tok, peft_config=peft_config, callbacks=[Clock()])
         trainer.train()
+    return _measured(method, times, tokens, warmup)
+
+
+def _measured(method: str, times: list[float], tokens: list[int], warmup: int) -> dict[str, Any]:
+    import resource
+
     measured = times[warmup:]
-    return {"method": method, "steps_per_s": len(measured) / sum(measured), "tokens_per_s": sum(tokens[warmup:]) / sum(measured),
+    return {"method": method, "steps_per_s": len(measured) / sum(measured), "tokens_per_s": sum(tokens[warmup : len(times)]) / sum(measured),
             "step_seconds": measured, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -184,7 +278,7 @@ def run_train_speed(model: str, pairs: Sequence[str], *, batch: int = 8, steps: 
 
 
 def format_train_speed_table(results: dict[str, Any]) -> str:
-    names = {"sft": ("bc step", "SFTTrainer"), "dpo": ("dpo step", "DPOTrainer")}
+    names = {"sft": ("bc step", "SFTTrainer"), "dpo": ("dpo step", "DPOTrainer"), "grpo": ("grpo iteration", "GRPOTrainer")}
     lines = ["| pair | toolenv steps/s | TRL steps/s | ratio | toolenv tokens/s | TRL tokens/s | toolenv peak MB | TRL peak MB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for pair, row in results["pairs"].items():

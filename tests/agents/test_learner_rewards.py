@@ -208,7 +208,7 @@ def test_rrhf_ranks_gold_first_on_a_tie(policy: Any) -> None:
     import agents.rollout as rollout_module
 
     original = rollout_module.HFGenerator
-    rollout_module.HFGenerator = lambda _policy: policy_gen  # type: ignore[assignment,misc]
+    rollout_module.HFGenerator = lambda _policy, **_kw: policy_gen  # type: ignore[assignment,misc]
     try:
         [group] = cands.gather(policy, [("toolenv/Math-v0", 0)])
     finally:

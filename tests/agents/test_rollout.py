@@ -218,3 +218,64 @@ def test_a_template_without_tool_calls_keeps_the_call_text(policy, caplog) -> No
     assert "<|im_start|>assistant\n<|im_end|>" not in text  # no empty assistant turn
     traj = chat_trajectory(messages, policy.tokenizer)
     assert all(a.strip() for a in traj.actions) and traj.actions[0].startswith("<tool_call>")
+
+
+# ------------------------------------------------------------------------ KV reuse across turns
+class _TalkBack:
+    """A multi-turn task: every reply without calls gets a new user turn (its length depends on the reply), never an end."""
+
+    @staticmethod
+    def make(index: int) -> gym.Env:
+        from toolenv.core import ToolEnv
+        from toolenv.datasets import ListTaskSet
+        from toolenv.tools.calculator import calculator
+        from toolenv.types import Task
+
+        class TalkBack(ToolEnv):
+            def _on_answer(self, answer: str) -> tuple[dict[str, float], bool, str]:
+                obs = f"Not yet. You said {answer[: 3 + len(answer) % 11]!r}; go on."
+                self.messages.append({"role": "user", "content": obs})
+                return {}, False, obs
+
+        questions = ["Add 2 and 3.", "What is seven times six, then minus four?", "Halve 10.", "Count to three, slowly, then stop."]
+        tasks = ListTaskSet([Task(f"t-{i}", q, "1") for i, q in enumerate(questions)], name="talk", split="test")
+        env = TalkBack(tasks, [calculator])
+        env.reset(options={"index": index})
+        return env
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_turns_continue_the_kv_cache_with_the_tokens_and_logprobs_of_reprefilling(policy: Policy, greedy: bool) -> None:
+    """Five turns of four episodes (varying lengths, so padding sits between turns): reuse equals re-prefilling and prefills less."""
+    settings = GenerationSettings(max_new_tokens=9, greedy=greedy)
+    options = [{"index": i} for i in range(4)]
+    runs = {}
+    for reuse in (False, True):
+        gen = HFGenerator(policy, reuse_cache=reuse)
+        torch.manual_seed(3)
+        runs[reuse] = (rollout(policy, [_TalkBack.make(i) for i in range(4)], settings=settings, options=options, max_turns=5,
+                               generator=gen), gen.prefilled_tokens)
+    (fresh, fresh_prefill), (reused, reused_prefill) = runs[False], runs[True]
+    assert [len(t.actions) for t in reused] == [5] * 4
+    for a, b in zip(fresh, reused):
+        assert a.token_ids == b.token_ids and a.action_mask == b.action_mask
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    assert reused_prefill < fresh_prefill / 2  # turns 2-5 ran only their new tokens
+
+
+def test_a_weight_update_between_calls_prefills_afresh(policy: Policy) -> None:
+    """The cache of one turn is never continued after the weights changed in place (an optimiser step), nor after release."""
+    gen = HFGenerator(policy, reuse_cache=True)
+    settings = GenerationSettings(max_new_tokens=6, greedy=True)
+    prompt = ChatFormat(policy.tokenizer).prompt_ids([{"role": "user", "content": "Add 2 and 3."}])
+    (ids, _), = gen.generate([prompt], settings, ())
+    follow = prompt + ids + policy.tokenizer.encode(" more")
+    before = gen.prefilled_tokens
+    with torch.no_grad():
+        next(p for p in policy.model.parameters() if p.requires_grad).add_(0.5)
+    gen.generate([follow], settings, ())
+    assert gen.prefilled_tokens - before == len(follow)  # all of it: the cached keys came from the old weights
+    gen.generate([follow + [5]], settings, ())  # extends nothing kept (the last call's action is missing): afresh
+    assert gen.prefilled_tokens - before == 2 * len(follow) + 1
+    gen.release()
+    assert gen._turn is None
