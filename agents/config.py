@@ -78,6 +78,8 @@ class TrainConfig:
     log_every: int = field(default=5, metadata={"help": "log scalars every N steps"})
     merge: bool = field(default=False, metadata={"help": "save merged full weights instead of the adapter"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute each decoder layer's activations in the backward pass instead of keeping them (far less memory, about a third more compute)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.env, str):

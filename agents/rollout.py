@@ -6,8 +6,9 @@ tokens of the chat template's tool turn. Each :class:`Trajectory` carries the to
 action mask (1 on model tokens), the index of the last token of every action, each step's
 reward and its named terms, and the env infos — everything PPO, DPO, RRHF or BC needs.
 
-Generation goes through a backend: :class:`HFGenerator` (``model.generate`` with the KV cache)
-here, :class:`VLLMGenerator` on a GPU. Finished episodes drop out of the batch.
+Generation goes through a backend: :class:`HFGenerator` (``model.generate`` with the KV cache, which
+a rollout's next turn continues instead of re-prefilling the episode) here, :class:`VLLMGenerator` on
+a GPU, :class:`OpenAIServerGenerator` for a served model. Finished episodes drop out of the batch.
 """
 
 from __future__ import annotations
@@ -729,7 +730,8 @@ def rollout(
         max_turns: Stop episodes after this many actions (truncated), on top of the envs' own limits.
         max_total_tokens: An episode whose context would pass this many tokens is truncated
             (default: the model's context length, ``max_position_embeddings``, or 4096).
-        generator: The generation backend (default: :class:`HFGenerator`).
+        generator: The generation backend (default: :class:`HFGenerator` continuing its KV cache across
+            turns). A backend with a ``release()`` method has it called when the rollout ends.
     """
     settings = settings or GenerationSettings()
     env_list, ids, seeds, options, max_total_tokens = _episode_inputs(policy, envs, seeds, options, env_ids, max_total_tokens)

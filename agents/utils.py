@@ -44,6 +44,14 @@ def load_policy_for_training(cfg: TrainConfig, *, device: str | None = None) -> 
     if lora is None and not policy.has_adapter:
         for p in policy.model.parameters():
             p.requires_grad_(True)
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad, so a LoRA adapter on frozen
+        # embeddings works as is; it is active only in training mode (rollouts run in eval mode).
+        model: Any = policy.model
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return policy
 
 
@@ -126,7 +134,7 @@ class TokenScorer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> Any:
         decoder, head = self._parts()
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         rows, cols = torch.nonzero(loss_mask[:, 1:] > 0, as_tuple=True)  # hidden at t predicts token t+1
         selected = hidden[rows, cols]
         targets = input_ids[rows, cols + 1]
@@ -220,7 +228,7 @@ class Checkpointer:
             saved_cfg = json.loads((self.dir / "config.json").read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"The checkpoint in {self.dir} is damaged (config.json: {e}); delete it or use another --out.") from None
-        changed = {k for k in self.cfg if k not in ("max_steps", "progress", "save_every", "log_every") and saved_cfg.get(k) != json.loads(json.dumps(self.cfg[k], default=str))}
+        changed = {k for k in self.cfg if k not in ("max_steps", "progress", "save_every", "log_every", "gradient_checkpointing") and saved_cfg.get(k) != json.loads(json.dumps(self.cfg[k], default=str))}
         if changed:
             raise ValueError(
                 f"The checkpoint in {self.dir} was made with different settings ({sorted(changed)}); "

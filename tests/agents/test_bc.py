@@ -214,3 +214,21 @@ def test_chunked_token_scorer_equals_the_whole_head_in_values_and_gradients(poli
     for n in grads[0]:
         scale = grads[0][n].abs().max().item()
         assert torch.allclose(grads[0][n], grads[1][n], rtol=0, atol=1e-5 * max(scale, 1.0)), n  # float32 sums in another order
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Recomputing activations changes memory, not the math: the same demonstrations give the same adapter, and a run resumes across the switch."""
+    from agents.utils import load_policy_for_training
+
+    cfg = _config(tiny_model_dir, tmp_path / "ckpt", max_steps=3, gradient_checkpointing=True)
+    model = load_policy_for_training(cfg, device="cpu").model.get_base_model()
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    plain = bc.train(_config(tiny_model_dir, tmp_path / "plain", max_steps=3))
+    checkpointed = bc.train(cfg)
+    a = Policy.load(str(plain), device="cpu").model.state_dict()
+    b = Policy.load(str(checkpointed), device="cpu").model.state_dict()
+    assert a.keys() == b.keys() and any("lora_B" in k for k in a)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    bc.train(_config(tiny_model_dir, tmp_path / "switch", max_steps=2, save_every=1))
+    bc.train(_config(tiny_model_dir, tmp_path / "switch", max_steps=3, save_every=1, gradient_checkpointing=True))  # resumes
