@@ -4,6 +4,10 @@ Linux keeps a process's peak resident set (``VmHWM`` in ``/proc/self/status``) a
 reset it to the current size (``5`` written to ``/proc/self/clear_refs``), so each stage's peak is
 its own even though the stages share a process. Where that is unavailable the figure is the
 process's peak so far (``ru_maxrss``), which only grows; :attr:`StagePeaks.per_stage` says which.
+
+The reset also resets what the kernel reports as the process's maximum when it exits (``ru_maxrss``,
+the figure ``/usr/bin/time -v`` prints), which then covers the last stage only: the process's peak is
+the largest stage peak.
 """
 
 from __future__ import annotations

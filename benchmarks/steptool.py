@@ -113,10 +113,12 @@ class StepToolPreset:
     dfsdt_width: int = 2
     dfsdt_queries: int = 12
     dfsdt_temperature: float = 1.0
+    # Every training stage recomputes decoder activations in its backward pass (agents' --gradient-checkpointing)
+    gradient_checkpointing: bool = False
 
 
 PRESETS: dict[str, StepToolPreset] = {
-    "cpu": StepToolPreset(),
+    "cpu": StepToolPreset(gradient_checkpointing=True),
     # every algorithm end to end at the smallest sizes: one iteration of 4 episodes each, 2 test tasks
     "smoke": StepToolPreset(samples=4, episodes_per_iteration=4, bc_steps=2, bc_batch_size=2, demos=8, eval_episodes=2,
                             eval_batch_size=2, max_new_tokens=24, dpo_pairs_per_task=1, lora_r=4),
@@ -170,6 +172,7 @@ def _agent_config(algo: str, preset: StepToolPreset, env_kwargs: dict[str, Any],
         "model": str(bc_dir), "env": [preset.train_env], "env_kwargs": dict(env_kwargs), "out": str(out), "max_steps": iterations, "seed": seed,
         "lr": preset.lr, "lora_r": preset.lora_r, "lora_alpha": 2 * preset.lora_r, "max_new_tokens": preset.max_new_tokens,
         "temperature": preset.temperature, "save_every": max(1, iterations // 3),
+        "gradient_checkpointing": preset.gradient_checkpointing,
     }
     group = 4
     if algo in ("ppo", "step-ppo"):
@@ -298,7 +301,8 @@ def _warm_start(preset: StepToolPreset, env_kwargs: dict[str, Any], out: Path, r
         bc_r = preset.lora_r if preset.bc_lora_r is None else preset.bc_lora_r
         bc.train(bc.Config(model=model, env=[preset.train_env], env_kwargs=dict(env_kwargs), out=str(bc_dir), max_steps=preset.bc_steps,
                            batch_size=preset.bc_batch_size, demos_per_env=preset.demos, lora_r=bc_r, lora_alpha=max(1, 2 * bc_r),
-                           lr=preset.bc_lr, data=data, successful_only=data is None, seed=0, save_every=max(10, preset.bc_steps // 3)))
+                           lr=preset.bc_lr, data=data, successful_only=data is None, seed=0, save_every=max(10, preset.bc_steps // 3),
+                           gradient_checkpointing=preset.gradient_checkpointing))
     results["runs"]["bc"] = [_evaluate(bc_dir, preset, env_kwargs, out / "bc" / "eval")]
     other_strategies = [x for x in preset.strategies if x != "cot"]
     results["strategies"] = {x: {"bc": [_evaluate(bc_dir, preset, env_kwargs, out / "bc" / _eval_dir(x), x)]} for x in other_strategies}
