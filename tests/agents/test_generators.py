@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import types
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from agents.policy import LoraSettings, Policy
 from agents.rollout import ChatFormat, GenerationSettings, OpenAIServerGenerator, rollout
 from agents.vllm_worker import ToolenvWorkerExtension
 from tests.agents.test_bc import OneTaskEnv  # noqa: F401
+from tests.conftest import local_http_server
 
 
 class _Logprob:
@@ -119,14 +119,10 @@ class _FakeServer(BaseHTTPRequestHandler):
 def test_server_generator_sends_token_ids_and_keeps_the_servers_tokens(policy: Policy) -> None:
     _FakeServer.script = ChatFormat(policy.tokenizer).action_ids("calculator(6*7)")
     _FakeServer.requests = []
-    server = HTTPServer(("127.0.0.1", 0), _FakeServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        generator = OpenAIServerGenerator(f"http://127.0.0.1:{server.server_port}", "served-model", policy)
+    with local_http_server(_FakeServer) as url:
+        generator = OpenAIServerGenerator(url, "served-model", policy)
         envs = [gym.make("test/OneTask-v0") for _ in range(2)]
         trajs = rollout(policy, envs, settings=GenerationSettings(max_new_tokens=8, temperature=0.7), generator=generator, max_turns=1)
-    finally:
-        server.shutdown()
     assert len(_FakeServer.requests) == 2
     for request, traj in zip(_FakeServer.requests, trajs):
         assert request["prompt"] == traj.token_ids[: traj.prompt_length]  # the prompt went as token ids

@@ -15,9 +15,8 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ vf = pytest.importorskip("verifiers.v1")
 from verifiers.v1.agent import AssistantMessage, Segment  # noqa: E402
 
 import toolenv  # noqa: E402, F401
+from tests.conftest import local_http_server  # noqa: E402
 from toolenv.integrations.verifiers import load_environment  # noqa: E402
 
 
@@ -128,14 +128,8 @@ def scripted_openai_server(script: dict[str, list[str]]) -> Iterator[tuple[str, 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http_server(Handler) as url:
+        yield url + "/v1", requests
 
 
 def test_vf_eval_plays_the_env_through_verifiers_runtime(tmp_path: Path) -> None:

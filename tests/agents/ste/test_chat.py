@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from agents.ste.chat import (
     is_prefill,
     load_chat_model,
 )
+from tests.conftest import local_http_server
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -109,14 +110,8 @@ class _Stub:
 @pytest.fixture
 def server() -> Iterator[tuple[str, _Stub]]:
     stub = _Stub()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), stub.handler())
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", stub
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with local_http_server(stub.handler()) as url:
+        yield url + "/v1", stub
 
 
 def test_openai_chat_round_trip(server: tuple[str, _Stub], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from agents.ste.chat import OpenAIChatModel
+from tests.conftest import local_http_server
 
 Behaviour = Callable[[BaseHTTPRequestHandler], None]
 
@@ -41,16 +41,16 @@ class _Server:
 
             do_GET = do_POST  # noqa: N815
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.handler = Handler
+        self.url = ""
 
 
 @pytest.fixture
 def server() -> Iterator[_Server]:
     s = _Server()
-    yield s
-    s.httpd.shutdown()
+    with local_http_server(s.handler) as url:
+        s.url = url + "/v1"
+        yield s
 
 
 def ok(content: Any) -> Behaviour:
@@ -158,15 +158,13 @@ def test_content_is_normalised_to_text(server: _Server, content: Any, text: str)
 
 def test_no_credentials_across_origins(server: _Server) -> None:
     other = _Server()
-    try:
+    with local_http_server(other.handler) as url:
         other.behaviours = [ok("stolen")]
-        server.behaviours = [redirect_to(other.url.replace("127.0.0.1", "localhost") + "/chat/completions")]
+        server.behaviours = [redirect_to(url.replace("127.0.0.1", "localhost") + "/v1/chat/completions")]
         with pytest.raises(RuntimeError, match="redirected .* to another origin"):
             _ask(_client(server.url, max_retries=0))
         assert other.seen_auth == []  # the key never reached the other origin
         assert server.seen_auth == ["Bearer SECRET"]
-    finally:
-        other.httpd.shutdown()
 
 
 def test_a_refused_port_is_retried_then_one_error() -> None:
