@@ -242,7 +242,7 @@ class _Features:
         was_training = model.training
         model.eval()
         try:
-            return self._decoder(model)(input_ids=ids, attention_mask=mask).last_hidden_state
+            return self._decoder(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
         finally:
             if was_training:
                 model.train()
@@ -316,6 +316,7 @@ def train(cfg: Config) -> Path:
     scheduler = linear_warmup(optimizer, cfg.warmup_steps)
     scorer, critic_ddp, optimizer = accelerator.prepare(scorer, critic, optimizer)
     state = nn.ModuleDict({"policy": policy.model, "critic": critic, "target": target})  # what checkpoints save
+    scorer.train()  # as every agent's update runs (activation checkpointing, when asked, acts only in training mode)
     features = _Features(policy, cfg.batch_size)
     generator = HFGenerator(policy)
     probes = {e: gym.make(e, **cfg.env_kwargs) for e in cfg.env}

@@ -74,7 +74,8 @@ def collate(trajectories: Sequence[Trajectory], pad_id: int, device: torch.devic
 class TokenScorer(nn.Module):
     """Log-probability of each token given the ones before it, computed only where ``loss_mask`` is 1.
 
-    The decoder runs on the whole sequence, but the LM head (the costliest layer of a small
+    The decoder runs on the whole sequence (right-padded batches without an attention mask: causal
+    attention already keeps real tokens from the pads after them), but the LM head (the costliest layer of a small
     model: hidden × vocabulary) only at the labelled positions, ``chunk_size`` of them at a time
     (checkpointed under autograd, so no ``[positions, vocab]`` float32 tensor outlives its chunk). Wrapping the model in this module
     (rather than calling its submodules from outside) keeps it correct under DDP / ``accelerate``.
@@ -134,7 +135,11 @@ class TokenScorer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> Any:
         decoder, head = self._parts()
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        # Right padding (what ``collate`` makes): every real token precedes its row's pads, so causal
+        # attention alone keeps them apart and positions are the same without the mask; dropped, the
+        # attention runs SDPA's causal kernel instead of materialising [heads, L, L] weights per row.
+        right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+        hidden = decoder(input_ids=input_ids, attention_mask=None if right_padded else attention_mask, use_cache=False).last_hidden_state
         rows, cols = torch.nonzero(loss_mask[:, 1:] > 0, as_tuple=True)  # hidden at t predicts token t+1
         selected = hidden[rows, cols]
         targets = input_ids[rows, cols + 1]

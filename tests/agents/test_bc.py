@@ -37,12 +37,24 @@ def test_token_scorer_matches_full_forward(policy: Policy) -> None:
 
     trajs = [scripted_trajectory(gym.make("toolenv/Math-v0"), None, policy.tokenizer, options={"index": i}) for i in range(3)]
     batch = collate(trajs, policy.tokenizer.pad_token_id)
+    assert (batch["attention_mask"] == 0).any()  # padded: the scorer drops the mask, the reference keeps it
+    params = [p for p in policy.model.parameters() if p.requires_grad]
     ours = TokenScorer(policy.model)(**batch)
+    grads = torch.autograd.grad(ours.sum(), params)
     logits = policy.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     full = torch.log_softmax(logits.float(), -1)[:, :-1].gather(2, batch["input_ids"][:, 1:, None]).squeeze(2)
     mask = batch["loss_mask"][:, 1:]
     assert torch.allclose(ours[:, 1:] * mask, full * mask, atol=1e-5)
     assert (ours[:, 1:][mask == 0] == 0).all()
+    for ours_grad, reference in zip(grads, torch.autograd.grad((full * mask).sum(), params)):
+        assert torch.allclose(ours_grad, reference, atol=1e-5)
+    # a left-padded batch keeps its mask: the same log-probs, shifted
+    width = batch["input_ids"].shape[1]
+    left = {k: torch.stack([torch.roll(row, width - int(m.sum())) for row, m in zip(v, batch["attention_mask"])]) for k, v in batch.items()}
+    shifted = TokenScorer(policy.model)(**left)
+    for row, m, r in zip(shifted, batch["attention_mask"], ours):
+        n = int(m.sum())
+        assert torch.allclose(row[width - n :], r[:n], atol=1e-5)
 
 
 def _config(model_dir: Path, out: Path, **kw: Any) -> bc.Config:
