@@ -439,15 +439,15 @@ class HFGenerator:
         finally:
             if was_training:
                 model.train()
-        sequences = out.sequences if self.reuse_cache else out
-        new = sequences[:, width:].cpu()
+        sequences = (out.sequences if self.reuse_cache else out).cpu()
+        new = sequences[:, width:]
         logprobs = recorder.finish(new[:, -1].to(device)).cpu() if new.shape[1] else torch.zeros(len(prompts), 0)
         results = []
         for i in range(len(prompts)):
             ids = self._cut(new[i].tolist(), stop)
             results.append((ids, logprobs[i, : len(ids)].tolist()))
         if self.reuse_cache:
-            self._keep(out, sequences.cpu(), attention, prompts, [ids for ids, _ in results])
+            self._keep(out, sequences, attention, prompts, [ids for ids, _ in results])
         return results
 
     def _keep(self, out: Any, sequences: torch.Tensor, attention: torch.Tensor, prompts: list[list[int]], actions: list[list[int]]) -> None:

@@ -13,6 +13,7 @@ Finished runs are not repeated, so an interrupted benchmark continues where it s
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -626,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="inference strategies to evaluate every model with (repeatable; preset cpu: cot; proxy and full: cot and dfsdt)")
     parser.add_argument("--dfsdt-queries", type=int, default=None, help="DFSDT: sampled actions per task at most (preset proxy: 12; full: 200)")
     parser.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="env kwarg of the train and test envs (repeatable)")
+    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                        help="recompute activations in every training stage's backward pass (preset cpu: on)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
@@ -659,6 +662,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["algorithms"] = tuple(args.algorithm)
     if args.strategy:
         overrides["strategies"] = tuple(dict.fromkeys(["cot", *args.strategy]))  # CoT is the table's main column
+    if args.gradient_checkpointing is not None:
+        overrides["gradient_checkpointing"] = args.gradient_checkpointing
     if args.dfsdt_queries is not None:
         if args.dfsdt_queries < 1:
             usage_error(parser, f"Expected --dfsdt-queries >= 1, got {args.dfsdt_queries}.")

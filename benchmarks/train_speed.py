@@ -80,6 +80,33 @@ def _grpo_prompts(n: int) -> tuple[list[list[dict[str, Any]]], list[str]]:
     return prompts, answers
 
 
+def _trl_settings(batch: int, steps: int, warmup: int, lr: float) -> dict[str, Any]:
+    """The ``TrainingArguments`` every TRL side shares: batch, steps, constant learning rate, CPU, no checkpointing or saving."""
+    return {"output_dir": tempfile.mkdtemp(), "max_steps": steps + warmup, "per_device_train_batch_size": batch, "learning_rate": lr,
+            "report_to": [], "use_cpu": True, "logging_steps": 10_000, "save_strategy": "no", "gradient_checkpointing": False,
+            "dataloader_num_workers": 0, "lr_scheduler_type": "constant", "warmup_steps": 0}
+
+
+def _trl_lora(lora_r: int) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def _clock(times: list[float]) -> Any:
+    """A TRL callback appending each optimiser step's seconds to ``times``."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):  # type: ignore[misc]
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            times.append(time.perf_counter() - self.start)
+
+    return Clock()
+
+
 def _grpo_worker(side: str, model: str, batch: int, steps: int, warmup: int, lora_r: int, lr: float) -> tuple[list[float], list[int]]:
     """Step seconds and tokens of ``steps + warmup`` GRPO steps on one side."""
     import agents.grpo as grpo
@@ -109,8 +136,7 @@ def _grpo_worker(side: str, model: str, batch: int, steps: int, warmup: int, lor
         times = [b - a for a, b in zip(marks, marks[1:])]  # the last iteration, ended by saving, is not measured
         return times, tokens[: len(times)]
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     from rewards.math import numeric_match
@@ -124,22 +150,10 @@ def _grpo_worker(side: str, model: str, batch: int, steps: int, warmup: int, lor
         tokens.append(sum(prompt_tokens) + sum(len(c) for c in completion_ids))
         return numeric_match([c[-1]["content"] if isinstance(c, list) else c for c in completions], answer=answer)
 
-    marks2: list[float] = []
-
-    class Clock(TrainerCallback):  # type: ignore[misc]
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            marks2.append(time.perf_counter())
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            times.append(time.perf_counter() - marks2[-1])
-
-    args = GRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps + warmup, per_device_train_batch_size=batch, learning_rate=lr, report_to=[],
-                      use_cpu=True, logging_steps=10_000, save_strategy="no", gradient_checkpointing=False, dataloader_num_workers=0,
-                      lr_scheduler_type="constant", warmup_steps=0, num_generations=GRPO_GROUP, max_completion_length=GRPO_NEW_TOKENS,
+    args = GRPOConfig(**_trl_settings(batch, steps, warmup, lr), num_generations=GRPO_GROUP, max_completion_length=GRPO_NEW_TOKENS,
                       temperature=1.0, top_p=1.0, top_k=0, beta=GRPO_KL, num_iterations=1, seed=0)
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(resolve_model(model)), reward_funcs=[reward], args=args, train_dataset=ds,
-                          processing_class=tok, callbacks=[Clock()],
-                          peft_config=LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear", task_type="CAUSAL_LM"))
+                          processing_class=tok, callbacks=[_clock(times)], peft_config=_trl_lora(lora_r))
     trainer.train()
     return times, tokens
 
@@ -198,30 +212,18 @@ def _worker(method: str, model: str, batch: int, steps: int, warmup: int, lora_r
             tokens.append(count)
     else:
         from datasets import Dataset
-        from peft import LoraConfig
-        from transformers import AutoModelForCausalLM, TrainerCallback
+        from transformers import AutoModelForCausalLM
 
         base = AutoModelForCausalLM.from_pretrained(resolve_model(model))
-        peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
-        marks: list[float] = []
-
-        class Clock(TrainerCallback):  # type: ignore[misc]
-            def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                marks.append(time.perf_counter())
-
-            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                times.append(time.perf_counter() - marks[-1])
-
-        common = {"output_dir": tempfile.mkdtemp(), "max_steps": steps + warmup, "per_device_train_batch_size": batch, "learning_rate": lr,
-                  "report_to": [], "use_cpu": True, "logging_steps": 10_000, "save_strategy": "no", "gradient_checkpointing": False,
-                  "dataloader_num_workers": 0, "lr_scheduler_type": "constant", "warmup_steps": 0}
+        peft_config = _trl_lora(lora_r)
+        common = _trl_settings(batch, steps, warmup, lr)
         if kind == "sft":
             from trl import SFTConfig, SFTTrainer
 
             ds = Dataset.from_dict({"input_ids": [d.token_ids for d in demos], "completion_mask": [d.action_mask for d in demos]})
             tokens = [sum(len(demos[i].token_ids) for i in range(s * batch, (s + 1) * batch)) for s in range(steps + warmup)]
             trainer: Any = SFTTrainer(model=base, args=SFTConfig(**common, completion_only_loss=True, max_length=4096, shuffle_dataset=False), train_dataset=ds,
-                                      processing_class=policy.tokenizer, peft_config=peft_config, callbacks=[Clock()])
+                                      processing_class=policy.tokenizer, peft_config=peft_config, callbacks=[_clock(times)])
         else:
             from trl import DPOConfig, DPOTrainer
 
@@ -231,7 +233,7 @@ def _worker(method: str, model: str, batch: int, steps: int, warmup: int, lora_r
             tokens = [sum(len(triples[i][0]) * 2 + len(triples[i][1]) + len(triples[i][2]) for i in range(s * batch, (s + 1) * batch))
                       for s in range(steps + warmup)]
             trainer = DPOTrainer(model=base, args=DPOConfig(**common, beta=0.1, loss_type=["sigmoid"], max_length=4096), train_dataset=ds,
-                                 processing_class=tok, peft_config=peft_config, callbacks=[Clock()])
+                                 processing_class=tok, peft_config=peft_config, callbacks=[_clock(times)])
         trainer.train()
     return _measured(method, times, tokens, warmup)
 

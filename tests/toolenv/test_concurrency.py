@@ -67,7 +67,6 @@ def test_threads_step_envs_at_once_and_time_limits_hold() -> None:
     assert all("time limit" in obs.lower() or "timed out" in obs.lower() for obs, *_ in results), results[0][0]
 
 
-
 def _meeting_env(concurrent: bool) -> ToolEnv:
     """Three calls that only succeed together: each waits at a barrier for the other two."""
     import threading
