@@ -309,7 +309,7 @@ def train(cfg: Config) -> Path:
     dim = int(policy.model.config.hidden_size)
     critic = DoubleCritic(dim).to(accelerator.device)
     target = copy.deepcopy(critic)  # trainable flag kept so checkpoints carry it; it is never given gradients
-    scorer = TokenScorer(policy.model, temperature=cfg.temperature)
+    scorer = TokenScorer(policy.model, temperature=cfg.temperature, share_prefixes=cfg.share_prefixes)
     policy_params = [p for p in policy.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": policy_params, "lr": cfg.lr}, {"params": list(critic.parameters()), "lr": cfg.critic_lr}],
                                   weight_decay=cfg.weight_decay)

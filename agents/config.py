@@ -80,6 +80,8 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute each decoder layer's activations in the backward pass instead of keeping them (far less memory, about a third more compute)"})
+    share_prefixes: bool = field(default=True, metadata={
+        "help": "score sequences that begin alike (a DPO pair, a GRPO group, RRHF's candidates) with their shared prefix computed once"})
 
     def __post_init__(self) -> None:
         if isinstance(self.env, str):

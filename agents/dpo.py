@@ -402,7 +402,7 @@ def train(cfg: Config) -> Path:
         raise ValueError("DPO needs a LoRA adapter: the reference model is the base with the adapter disabled (set --lora-r > 0).")
     source = PairSource(cfg, policy.tokenizer)
     pad = policy.tokenizer.pad_token_id
-    scorer = TokenScorer(policy.model)
+    scorer = TokenScorer(policy.model, share_prefixes=cfg.share_prefixes)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = linear_warmup(optimizer, cfg.warmup_steps)
     # accelerate may wrap the scorer (DDP); generation and the reference use the unwrapped model

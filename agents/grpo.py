@@ -145,7 +145,7 @@ def train(cfg: Config) -> Path:
     policy = load_policy_for_training(cfg, device=str(accelerator.device))
     if not policy.has_adapter and cfg.kl_coef > 0:
         raise ValueError("The KL term needs a LoRA adapter (the reference is the base with the adapter disabled); set --lora-r > 0 or --kl-coef 0.")
-    scorer = TokenScorer(policy.model, temperature=cfg.temperature)
+    scorer = TokenScorer(policy.model, temperature=cfg.temperature, share_prefixes=cfg.share_prefixes)
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = linear_warmup(optimizer, cfg.warmup_steps)

@@ -200,7 +200,7 @@ def train(cfg: Config) -> Path:
         raise ValueError("PPO needs a LoRA adapter: the reference model is the base with the adapter disabled (set --lora-r > 0).")
     hidden = policy.model.config.hidden_size
     value_head = ValueHead(hidden).to(policy.device)
-    scorer = TokenScorer(policy.model, value_head, temperature=cfg.temperature)
+    scorer = TokenScorer(policy.model, value_head, temperature=cfg.temperature, share_prefixes=cfg.share_prefixes)
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = linear_warmup(optimizer, cfg.warmup_steps)

@@ -329,7 +329,7 @@ def train(cfg: Config) -> Path:
     policy = load_policy_for_training(cfg, device=str(accelerator.device))
     candidates = Candidates(cfg, policy.tokenizer)
     pad = policy.tokenizer.pad_token_id
-    scorer = TokenScorer(policy.model)
+    scorer = TokenScorer(policy.model, share_prefixes=cfg.share_prefixes)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = linear_warmup(optimizer, cfg.warmup_steps)
     # accelerate may wrap the scorer (DDP); generation uses `policy`, whose model stays unwrapped

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,16 @@ __all__ = [
     "Checkpointer",
     "check_ranks_agree",
     "finish_run",
+    "PackedPrefixes",
     "TokenScorer",
     "collate",
+    "pack_shared_prefixes",
     "load_policy_for_training",
     "make_writer",
     "set_seed",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def set_seed(seed: int) -> None:
@@ -90,7 +96,8 @@ class TokenScorer(nn.Module):
     actually ran, and its first ratio is 1. The KL to a reference is taken at the same ``T``.
     """
 
-    def __init__(self, model: nn.Module, value_head: nn.Module | None = None, *, temperature: float = 1.0, chunk_size: int = 256) -> None:
+    def __init__(self, model: nn.Module, value_head: nn.Module | None = None, *, temperature: float = 1.0, chunk_size: int = 256,
+                 share_prefixes: bool = True) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"Expected temperature > 0, got {temperature}.")
@@ -100,6 +107,8 @@ class TokenScorer(nn.Module):
         self.value_head = value_head
         self.temperature = temperature
         self.chunk_size = chunk_size
+        self.share_prefixes = share_prefixes
+        self._prefixes_checked = False
 
     def _picked(self, head: nn.Module, selected: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = head(selected).float()
@@ -133,15 +142,37 @@ class TokenScorer(nn.Module):
         decoder = getattr(base, base.base_model_prefix)
         return decoder, base.get_output_embeddings()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> Any:
-        decoder, head = self._parts()
+    def _hidden(self, decoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
+                cols: torch.Tensor) -> torch.Tensor:
+        """The decoder's hidden states at ``(rows, cols)``, rows sharing a prefix packed together when that is cheaper."""
         # Right padding (what ``collate`` makes): every real token precedes its row's pads, so causal
         # attention alone keeps them apart and positions are the same without the mask; dropped, the
         # attention runs SDPA's causal kernel instead of materialising [heads, L, L] weights per row.
         right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
-        hidden = decoder(input_ids=input_ids, attention_mask=None if right_padded else attention_mask, use_cache=False).last_hidden_state
+        packed = pack_shared_prefixes(input_ids, attention_mask) if self.share_prefixes and right_padded else None
+        if packed is not None and not self._prefixes_checked:
+            # Once per scorer: the packed forward must give the unpacked one's hidden states (a model
+            # whose attention ignores a 4D mask or explicit positions would not); otherwise stop packing.
+            self._prefixes_checked = True
+            with torch.no_grad():
+                plain = decoder(input_ids=input_ids, use_cache=False).last_hidden_state[rows, cols]
+                shared = decoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask, position_ids=packed.position_ids,
+                                 use_cache=False).last_hidden_state[packed.row[rows], packed.col[rows, cols]]
+            if not torch.allclose(plain.float(), shared.float(), atol=1e-3, rtol=1e-3):
+                logger.warning("This model's attention does not follow a 4D mask with explicit positions (max gap %.2g): "
+                               "scoring without shared prefixes", float((plain.float() - shared.float()).abs().max()))
+                self.share_prefixes, packed = False, None
+        if packed is None:
+            hidden = decoder(input_ids=input_ids, attention_mask=None if right_padded else attention_mask, use_cache=False).last_hidden_state
+            return hidden[rows, cols]
+        hidden = decoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask, position_ids=packed.position_ids,
+                         use_cache=False).last_hidden_state
+        return hidden[packed.row[rows], packed.col[rows, cols]]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> Any:
+        decoder, head = self._parts()
         rows, cols = torch.nonzero(loss_mask[:, 1:] > 0, as_tuple=True)  # hidden at t predicts token t+1
-        selected = hidden[rows, cols]
+        selected = self._hidden(decoder, input_ids, attention_mask, rows, cols)
         targets = input_ids[rows, cols + 1]
         picked = self._log_probs(head, selected, targets)
         out = torch.zeros(loss_mask.shape, dtype=picked.dtype, device=picked.device)
@@ -151,6 +182,85 @@ class TokenScorer(nn.Module):
         values = torch.zeros_like(out)
         values[rows, cols + 1] = self.value_head(selected.to(next(self.value_head.parameters()).dtype)).squeeze(-1).float()
         return out, values
+
+
+@dataclass(frozen=True)
+class PackedPrefixes:
+    """Rows that share a prefix, packed: the prefix once, then each row's rest (see :func:`pack_shared_prefixes`).
+
+    ``input_ids`` / ``position_ids`` are ``[packed rows, width]``, ``attention_mask`` a ``[packed rows, 1,
+    width, width]`` boolean mask (a token sees its prefix and the earlier tokens of its own rest);
+    token ``t`` of original row ``b`` sits at ``(row[b], col[b, t])``.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    row: torch.Tensor
+    col: torch.Tensor
+
+
+def pack_shared_prefixes(input_ids: torch.Tensor, attention_mask: torch.Tensor, *, min_prefix: int = 8,
+                         max_fraction: float = 0.8) -> PackedPrefixes | None:
+    """Pack right-padded rows that begin with the same tokens so the shared prefix is computed once.
+
+    A DPO pair's chosen and rejected, a GRPO group's completions and RRHF's candidates for one
+    question all repeat the same prompt; scoring each row in full runs the prompt through the model
+    once per row. Here rows are grouped around the first row not yet grouped, with every later row
+    that shares at least ``min_prefix`` tokens with it; a group's prefix is the shortest of those
+    shared lengths (kept below every member's length, so each has its own next token). A packed row
+    holds the prefix, then each member's rest; position ids restart after the prefix for each rest,
+    and a 4D mask lets a token attend to the prefix and to its own rest only — so every hidden
+    state equals the unpacked row's (the prefix-sharing of Wang et al. 2024, "Accelerating Direct
+    Preference Optimization with Prefix Sharing", for any group of rows).
+
+    Returns ``None`` when packing would not shrink the batch below ``max_fraction`` of its cells
+    (rows × width), e.g. when no two rows share a prefix.
+    """
+    n, width = input_ids.shape
+    if n < 2:
+        return None
+    lengths = attention_mask.sum(1).tolist()
+    lcp = [(input_ids == input_ids[i]).long().cumprod(-1).sum(-1).tolist() for i in range(n)]  # shared leading tokens of each pair
+    groups: list[tuple[int, list[int]]] = []  # (prefix length, rows)
+    free = list(range(n))
+    while free:
+        anchor = free.pop(0)
+        members = [anchor] + [j for j in free if min(lcp[anchor][j], lengths[anchor], lengths[j]) >= min_prefix]
+        free = [j for j in free if j not in members]
+        prefix = min([lengths[m] - 1 for m in members] + [lcp[anchor][j] for j in members[1:]]) if len(members) > 1 else lengths[anchor]
+        groups.append((max(prefix, 0), members))
+    widths = [p + sum(lengths[m] - p for m in ms) for p, ms in groups]
+    if len(groups) * max(widths) > max_fraction * n * width:
+        return None
+    packed_width = max(widths)
+    ids = torch.zeros((len(groups), packed_width), dtype=input_ids.dtype)
+    positions = torch.zeros((len(groups), packed_width), dtype=torch.long)
+    segment = torch.full((len(groups), packed_width), -1, dtype=torch.long)  # 0 the prefix, i + 1 member i's rest, -1 padding
+    row = torch.zeros(n, dtype=torch.long)
+    col = torch.zeros((n, width), dtype=torch.long)
+    cpu_ids = input_ids.cpu()
+    for r, (prefix, members) in enumerate(groups):
+        ids[r, :prefix] = cpu_ids[members[0], :prefix]
+        positions[r, :prefix] = torch.arange(prefix)
+        segment[r, :prefix] = 0
+        at = prefix
+        for i, m in enumerate(members):
+            rest = lengths[m] - prefix
+            ids[r, at : at + rest] = cpu_ids[m, prefix : lengths[m]]
+            positions[r, at : at + rest] = torch.arange(prefix, lengths[m])
+            segment[r, at : at + rest] = i + 1
+            row[m] = r
+            col[m, :prefix] = torch.arange(prefix)
+            col[m, prefix : lengths[m]] = torch.arange(at, at + rest)
+            at += rest
+        positions[r, at:] = torch.arange(packed_width - at)  # padding: any positions, seen by nothing real
+    q = torch.arange(packed_width)
+    causal = q[None, :] <= q[:, None]
+    own = (segment[:, None, :] == 0) | (segment[:, None, :] == segment[:, :, None]) | (segment[:, :, None] == -1)
+    mask = (causal[None] & own)[:, None]
+    device = input_ids.device
+    return PackedPrefixes(ids.to(device), positions.to(device), mask.to(device), row.to(device), col.to(device))
 
 
 def make_writer(cfg: TrainConfig, algo: str, run_name: str | None = None) -> tuple[Any, str]:
@@ -233,7 +343,7 @@ class Checkpointer:
             saved_cfg = json.loads((self.dir / "config.json").read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"The checkpoint in {self.dir} is damaged (config.json: {e}); delete it or use another --out.") from None
-        changed = {k for k in self.cfg if k not in ("max_steps", "progress", "save_every", "log_every", "gradient_checkpointing") and saved_cfg.get(k) != json.loads(json.dumps(self.cfg[k], default=str))}
+        changed = {k for k in self.cfg if k not in ("max_steps", "progress", "save_every", "log_every", "gradient_checkpointing", "share_prefixes") and saved_cfg.get(k) != json.loads(json.dumps(self.cfg[k], default=str))}
         if changed:
             raise ValueError(
                 f"The checkpoint in {self.dir} was made with different settings ({sorted(changed)}); "

@@ -13,11 +13,14 @@ the largest stage peak.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import resource
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["StagePeaks", "format_peaks", "peak_rss_gb"]
+__all__ = ["StagePeaks", "add_mmap_threshold_argument", "cap_heap_retention", "check_mmap_threshold", "format_peaks", "peak_rss_gb"]
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -56,6 +59,46 @@ class StagePeaks:
             yield
         finally:
             self.gb[name] = max(self.gb.get(name, 0.0), peak_rss_gb())
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def cap_heap_retention(threshold_mb: float) -> bool:
+    """Serve every allocation of ``threshold_mb`` MB or more from its own mapping, unmapped when freed.
+
+    glibc maps large blocks itself and unmaps them on free, but each time a mapped block is freed
+    it raises that threshold to the block's size (up to 32 MB), so that after a few steps a
+    training loop's activations and logit chunks come from the heap, whose freed space the process
+    keeps: ``bench steptool``'s DPO stage held 6.7 GB at its peak for about 2 GB of live tensors.
+    Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``, which also stops the raising, and
+    ``M_TRIM_THRESHOLD``, the same as the ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
+    variables but settable after start) keeps the peak near the live size, at the cost of a page
+    fault per fresh page of each large block. Returns whether it applied: ``False`` without glibc
+    or for ``threshold_mb <= 0`` (the allocator's default).
+    """
+    if threshold_mb <= 0:
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    size = int(threshold_mb * 2**20)
+    return bool(mallopt(_M_MMAP_THRESHOLD, size)) and bool(mallopt(_M_TRIM_THRESHOLD, size))
+
+
+def add_mmap_threshold_argument(parser: Any, preset_default: str) -> None:
+    """``--mmap-threshold-mb`` of a benchmark's command line (``None`` when not given: the preset's)."""
+    parser.add_argument("--mmap-threshold-mb", type=int, default=None,
+                        help=f"allocations from this size (MB) up are returned to the system when freed ({preset_default}; 0: glibc's default)")
+
+
+def check_mmap_threshold(value: int | None) -> None:
+    """A one-line error for a negative ``--mmap-threshold-mb``."""
+    if value is not None and value < 0:
+        raise ValueError(f"Expected --mmap-threshold-mb >= 0 (0: glibc's default), got {value}.")
 
 
 def format_peaks(gb: dict[str, float], per_stage: bool = True) -> str:

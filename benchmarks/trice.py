@@ -52,6 +52,7 @@ from agents import bc, rrhf
 from agents.config import check_out_dir, check_positive, usage_error
 from agents.evaluate import evaluate_model
 from agents.policy import check_model_name, resolve_device
+from benchmarks.memory import StagePeaks, add_mmap_threshold_argument, cap_heap_retention, check_mmap_threshold, format_peaks
 from benchmarks.stats import (
     COMPARISON_HEADER,
     Comparison,
@@ -98,6 +99,7 @@ class TricePreset:
     rrhf_weight: float = 0.1  # the paper tried 0.01, 0.1 and 1; 1 let the ranking term undo BC here
     lora_r: int = 16
     seed: int = 0
+    mmap_threshold_mb: int = 4  # benchmarks.memory.cap_heap_retention; 0 leaves glibc's default
     train_envs: tuple[str, ...] = field(default=())
     test_envs: tuple[str, ...] = field(default=())
 
@@ -112,7 +114,7 @@ PRESETS: dict[str, TricePreset] = {
     "full": TricePreset(
         eval_episodes=100_000, gsm8k_eval_episodes=100_000, eval_batch_size=64, max_new_tokens=96, bc_steps=3000, bc_batch_size=32,
         demos_per_env=100_000, rrhf_steps=1000, rrhf_samples=4, rrhf_tasks_per_step=8, rrhf_tasks_per_env=100_000,
-        candidate_temperatures=(0.7, 1.0), lora_r=64,
+        candidate_temperatures=(0.7, 1.0), lora_r=64, mmap_threshold_mb=0,
     ),
 }
 
@@ -301,11 +303,15 @@ def run_trice(preset: TricePreset, out: str | Path, *, device: str = "auto") -> 
         train, test = default_envs()
         preset = replace(preset, train_envs=train, test_envs=test)
     results: dict[str, Any] = {"preset": asdict(preset), "stages": {}, "seconds": {}}
+    cap_heap_retention(preset.mmap_threshold_mb)
+    peaks = StagePeaks()
 
     def timed(name: str, fn: Any) -> Any:
         start = time.perf_counter()
-        value = fn()
+        with peaks.stage(name):
+            value = fn()
         results["seconds"][name] = time.perf_counter() - start
+        results["peak_rss_gb"], results["peak_rss_per_stage"] = peaks.gb, peaks.per_stage
         return value
 
     # 1. zero-shot: the base model, prompted with the tool description only
@@ -507,6 +513,8 @@ def format_trice_table(results: dict[str, Any]) -> str:
                  "least one call. Test tasks: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " (the first N of each test split). "
                  f"Intervals: bootstrap over test tasks (the average resamples within each dataset); comparisons paired on the same tasks. "
                  f"Model {p['model']}, seed {p['seed']}.")
+    if results.get("peak_rss_gb"):
+        lines += ["", format_peaks(results["peak_rss_gb"], results.get("peak_rss_per_stage", True))]
     return "\n".join(lines)
 
 
@@ -573,6 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="TRICE's tasks to train and test on (repeatable; default math; mix: math, qa and lama together, TRICE-MIX)")
     parser.add_argument("--train-env", action="append", default=[], metavar="ID", help="training env (repeatable; default: the mixture)")
     parser.add_argument("--test-env", action="append", default=[], metavar="ID", help="test env (repeatable)")
+    add_mmap_threshold_argument(parser, "presets cpu and smoke: 4")
     counts = ("eval_episodes", "gsm8k_eval_episodes", "bc_steps", "rrhf_steps", "demos_per_env", "rrhf_tasks_per_env")
     for name in counts:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the preset's {name}")
@@ -580,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     preset = PRESETS[args.preset]
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
-                                 if k in (*counts, "model", "split_model", "stage1", "rrhf_data", "seed") and v is not None}
+                                 if k in (*counts, "model", "split_model", "stage1", "rrhf_data", "seed", "mmap_threshold_mb") and v is not None}
     if args.task:
         try:
             overrides["train_envs"], overrides["test_envs"] = task_envs(args.task)
@@ -602,6 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_model_name(overrides.get(name, getattr(preset, name)))
         if args.rrhf_data is not None and not Path(args.rrhf_data).is_file():
             raise ValueError(f"expected --rrhf-data to be an existing trajectories JSONL file, got {args.rrhf_data!r}")
+        check_mmap_threshold(args.mmap_threshold_mb)
         check_out_dir(args.out)
     except (ValueError, FileNotFoundError) as e:
         usage_error(parser, str(e))

@@ -113,3 +113,12 @@ def test_useless_call_cost_follows_the_env_call_reward() -> None:
     # BFCL multi-turn has no call reward, so there is nothing to cancel
     bfcl = replace(cpu, train_env="toolenv/BFCLMultiTurn-v0", test_env="toolenv/BFCLMultiTurn-v0")
     assert "reward_weights" not in run_env_kwargs(bfcl)
+
+
+def test_bad_mmap_threshold_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.steptool import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--mmap-threshold-mb", "-1", "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2 and "--mmap-threshold-mb >= 0" in capsys.readouterr().err
+    assert PRESETS["cpu"].mmap_threshold_mb > 0 and PRESETS["full"].mmap_threshold_mb == 0

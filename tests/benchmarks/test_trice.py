@@ -42,6 +42,8 @@ def test_bench_trice_tiny(tmp_path: Path) -> None:
     split = results["analysis"]["split"]
     assert split["base_right"] + split["base_wrong"] == 3
     assert (out / "trice.png").stat().st_size > 0 and (out / "trice_table.md").exists()
+    # each stage's own peak memory, printed under the table
+    assert set(results["peak_rss_gb"]) == set(results["seconds"]) and "Peak resident memory per stage" in result.stdout
     # a second run finds every stage done and only re-prints the table
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "evaluation exists, skipping" in again.stderr
