@@ -309,6 +309,15 @@ def _cache_arg() -> str:
     return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 
 
+def _shared_prefix_length(prompts: list[list[int]]) -> int:
+    """How many leading tokens every prompt shares, kept below the shortest prompt's length (each row runs at least one token)."""
+    first, limit = prompts[0], min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n
+
+
 class _TurnCache:
     """The KV cache one :meth:`HFGenerator.generate` call left, kept for the next turn of the same episodes.
 
@@ -346,12 +355,18 @@ class HFGenerator:
     rounding (``tests/agents/test_rollout.py``). A call whose prompts do not all extend the last
     call's, weights changed in place since (an optimiser step), or a cache more than half padding,
     prefills afresh. :meth:`release` drops the cache; :func:`rollout` does at its end.
+
+    A fresh prefill whose prompts all begin with the same ``min_shared_prefix`` tokens or more (an
+    env's instructions and tool descriptions; a GRPO group's whole prompt) runs that prefix once and
+    copies its cache to every row, which then continues as a later turn does (vLLM's prefix caching,
+    within one batch); with ``reuse_cache`` only.
     """
 
-    def __init__(self, policy: Policy, *, reuse_cache: bool = False) -> None:
+    def __init__(self, policy: Policy, *, reuse_cache: bool = False, min_shared_prefix: int = 16) -> None:
         self.policy = policy
         self.eos_ids = policy.eos_token_ids
         self.reuse_cache = reuse_cache
+        self.min_shared_prefix = min_shared_prefix
         self._turn: _TurnCache | None = None
         self.prefilled_tokens = 0  # tokens run through the model before generation, over all calls (what reuse saves)
 
@@ -389,6 +404,19 @@ class HFGenerator:
         attention = torch.cat([turn.mask[index], new_mask], dim=1)
         return input_ids, attention, cache, cached
 
+    def _after_prefix(self, prompts: list[list[int]], shared: int) -> tuple[torch.Tensor, torch.Tensor, Any, list[int]]:
+        """The layout of a batch continuing a cached prefix of ``shared`` tokens (the cache itself is made in :meth:`generate`)."""
+        rests = [p[shared:] for p in prompts]
+        width = max(len(x) for x in rests)
+        new_ids = torch.full((len(prompts), width), self.policy.tokenizer.pad_token_id, dtype=torch.long)
+        new_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, x in enumerate(rests):
+            new_ids[i, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+            new_mask[i, width - len(x) :] = 1
+        head = torch.tensor([prompts[0][:shared]] * len(prompts), dtype=torch.long)
+        return (torch.cat([head, new_ids], dim=1), torch.cat([torch.ones_like(head), new_mask], dim=1), None,
+                [shared] * len(prompts))
+
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, stop: Sequence[str]) -> list[tuple[list[int], list[float]]]:
         from transformers import LogitsProcessorList
@@ -398,9 +426,15 @@ class HFGenerator:
         device = self.policy.device
         continued = self._continuation(prompts) if self.reuse_cache else None
         self._turn = None
+        prefix: list[int] = []  # a prefix every prompt shares, prefilled once below
+        if continued is None and self.reuse_cache and len(prompts) > 1:
+            shared = _shared_prefix_length(prompts)
+            if shared >= self.min_shared_prefix:
+                prefix = prompts[0][:shared]
+                continued = self._after_prefix(prompts, shared)
         if continued is not None:
             input_ids, attention, cache, cached = continued
-            self.prefilled_tokens += sum(len(p) - c for p, c in zip(prompts, cached))
+            self.prefilled_tokens += sum(len(p) - c for p, c in zip(prompts, cached)) + len(prefix)
         else:
             width = max(len(p) for p in prompts)
             input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
@@ -435,6 +469,10 @@ class HFGenerator:
         model.eval()
         try:
             with self.policy.merged_weights():
+                if prefix:
+                    shared_cache = getattr(model(input_ids=torch.tensor([prefix], device=device), use_cache=True), _cache_arg())
+                    shared_cache.batch_repeat_interleave(len(prompts))
+                    kwargs[_cache_arg()] = shared_cache
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
         finally:
             if was_training:

@@ -279,3 +279,28 @@ def test_a_weight_update_between_calls_prefills_afresh(policy: Policy) -> None:
     assert gen.prefilled_tokens - before == 2 * len(follow) + 1
     gen.release()
     assert gen._turn is None
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_a_prefix_every_prompt_shares_is_prefilled_once(policy: Policy, greedy: bool) -> None:
+    """First turns of four tasks (one env's instructions, then each question) and of a group on one task: the same
+    tokens and log-probs as prefilling every row in full, with the shared prefix run once."""
+    settings = GenerationSettings(max_new_tokens=9, greedy=greedy)
+    for indices in ([0, 1, 2, 3], [1, 1, 1, 1]):
+        runs = {}
+        for share in (False, True):
+            gen = HFGenerator(policy, reuse_cache=True, min_shared_prefix=16 if share else 10**9)
+            torch.manual_seed(5)
+            runs[share] = (rollout(policy, [_TalkBack.make(i) for i in indices], settings=settings, options=[{"index": i} for i in indices],
+                                   max_turns=1, generator=gen),
+                           gen.prefilled_tokens)
+        (full, full_prefill), (shared, shared_prefill) = runs[False], runs[True]
+        prompts = [t.token_ids[: t.action_mask.index(1)] for t in full]
+        common = 0
+        while all(len(p) > common + 1 and p[common] == prompts[0][common] for p in prompts):
+            common += 1
+        assert common >= 16 and full_prefill == sum(map(len, prompts))
+        assert shared_prefill == full_prefill - (len(prompts) - 1) * common
+        for a, b in zip(full, shared):
+            assert a.token_ids == b.token_ids
+            assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
