@@ -309,6 +309,17 @@ def _cache_arg() -> str:
     return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 
 
+def _left_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of ``rows``, left-padded to the longest."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
 def _shared_prefix_length(prompts: list[list[int]]) -> int:
     """How many leading tokens every prompt shares, kept below the shortest prompt's length (each row runs at least one token)."""
     first, limit = prompts[0], min(len(p) for p in prompts) - 1
@@ -388,14 +399,7 @@ class HFGenerator:
         cached = [len(turn.rows[r]) for r in picks]
         if 2 * max(len(p) for p in prompts) < turn.layout.shape[1]:
             return None  # mostly padding: a fresh prefill is cheaper than carrying it
-        suffixes = [p[c:] for p, c in zip(prompts, cached)]
-        width = max(len(x) for x in suffixes)
-        pad = self.policy.tokenizer.pad_token_id
-        new_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        new_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, x in enumerate(suffixes):
-            new_ids[i, width - len(x) :] = torch.tensor(x, dtype=torch.long)
-            new_mask[i, width - len(x) :] = 1
+        new_ids, new_mask = _left_padded([p[c:] for p, c in zip(prompts, cached)], self.policy.tokenizer.pad_token_id)
         index = torch.tensor(picks, dtype=torch.long)
         cache = turn.cache
         if picks != list(range(len(turn.kept))):
@@ -406,13 +410,7 @@ class HFGenerator:
 
     def _after_prefix(self, prompts: list[list[int]], shared: int) -> tuple[torch.Tensor, torch.Tensor, Any, list[int]]:
         """The layout of a batch continuing a cached prefix of ``shared`` tokens (the cache itself is made in :meth:`generate`)."""
-        rests = [p[shared:] for p in prompts]
-        width = max(len(x) for x in rests)
-        new_ids = torch.full((len(prompts), width), self.policy.tokenizer.pad_token_id, dtype=torch.long)
-        new_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, x in enumerate(rests):
-            new_ids[i, width - len(x) :] = torch.tensor(x, dtype=torch.long)
-            new_mask[i, width - len(x) :] = 1
+        new_ids, new_mask = _left_padded([p[shared:] for p in prompts], self.policy.tokenizer.pad_token_id)
         head = torch.tensor([prompts[0][:shared]] * len(prompts), dtype=torch.long)
         return (torch.cat([head, new_ids], dim=1), torch.cat([torch.ones_like(head), new_mask], dim=1), None,
                 [shared] * len(prompts))
@@ -436,12 +434,7 @@ class HFGenerator:
             input_ids, attention, cache, cached = continued
             self.prefilled_tokens += sum(len(p) - c for p, c in zip(prompts, cached)) + len(prefix)
         else:
-            width = max(len(p) for p in prompts)
-            input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(prompts), width), dtype=torch.long)
-            for i, p in enumerate(prompts):
-                input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-                attention[i, width - len(p) :] = 1
+            input_ids, attention = _left_padded(prompts, pad)
             cache = None
             self.prefilled_tokens += sum(len(p) for p in prompts)
         width = input_ids.shape[1]

@@ -83,7 +83,11 @@ class TokenScorer(nn.Module):
     The decoder runs on the whole sequence (right-padded batches without an attention mask: causal
     attention already keeps real tokens from the pads after them), but the LM head (the costliest layer of a small
     model: hidden × vocabulary) only at the labelled positions, ``chunk_size`` of them at a time
-    (checkpointed under autograd, so no ``[positions, vocab]`` float32 tensor outlives its chunk). Wrapping the model in this module
+    (checkpointed under autograd, so no ``[positions, vocab]`` float32 tensor outlives its chunk). Rows
+    that begin with the same tokens (a DPO pair, a GRPO group, RRHF's candidates, episodes of one env
+    behind its instructions) are packed with ``share_prefixes`` so the prefix runs once
+    (:func:`pack_shared_prefixes`; the first packed batch is checked against the full rows, and a
+    model whose attention ignores the packing's 4D mask is scored in full). Wrapping the model in this module
     (rather than calling its submodules from outside) keeps it correct under DDP / ``accelerate``.
 
     ``forward`` returns a ``[batch, seq]`` tensor: entry ``t`` is ``log p(token_t | tokens_<t)``
