@@ -31,7 +31,7 @@ this run shows it. The output directory gets ``results.json``, ``trice_table.md`
 ``trice.png``; each stage's data, model and evaluation are kept under ``{out}/{stage}``, and a
 finished stage is not run again, so an interrupted pipeline continues where it stopped.
 
-Presets: ``cpu`` (default) takes about an hour on 2 quiet CPU cores with SmolLM2-135M (130 minutes measured on shared ones); ``smoke`` runs
+Presets: ``cpu`` (default) takes 40 minutes on 2 quiet CPU cores with SmolLM2-135M (3.4 GB at its peak); ``smoke`` runs
 every stage on the same model at the smallest sizes (a check that the pipeline runs, not a
 result); ``full`` is the paper-sized setting for a GPU (all test tasks, thousands of steps).
 """
@@ -568,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = ArgumentParser(prog="toolenv bench trice", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="cpu: ~1 h on 2 cores; smoke: every stage at the smallest size (~2 min); full: paper-sized, for a GPU")
+                        help="cpu: ~40 min on 2 cores; smoke: every stage at the smallest size (~2 min); full: paper-sized, for a GPU")
     parser.add_argument("--out", default="runs/trice", help="output directory (an interrupted run continues here)")
     parser.add_argument("--model", default=None, help="base model (default: the preset's, smollm2-135m)")
     parser.add_argument("--split-model", default=None, help="model whose direct answers split the stage-1 data (default: --model)")
