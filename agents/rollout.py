@@ -320,6 +320,13 @@ def _left_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
+def _extendable(cache: Any) -> bool:
+    """Whether a cache can be continued by appending tokens (sliding-window or recurrent caches cannot)."""
+    from transformers import DynamicCache
+
+    return type(cache) is DynamicCache and all(type(layer).__name__ == "DynamicLayer" for layer in getattr(cache, "layers", []))
+
+
 def _shared_prefix_length(prompts: list[list[int]]) -> int:
     """How many leading tokens every prompt shares, kept below the shortest prompt's length (each row runs at least one token)."""
     first, limit = prompts[0], min(len(p) for p in prompts) - 1
@@ -463,9 +470,14 @@ class HFGenerator:
         try:
             with self.policy.merged_weights():
                 if prefix:
-                    shared_cache = getattr(model(input_ids=torch.tensor([prefix], device=device), use_cache=True), _cache_arg())
-                    shared_cache.batch_repeat_interleave(len(prompts))
-                    kwargs[_cache_arg()] = shared_cache
+                    shared_cache = getattr(model(input_ids=torch.tensor([prefix], device=device), use_cache=True), _cache_arg(), None)
+                    if _extendable(shared_cache):
+                        shared_cache.batch_repeat_interleave(len(prompts))
+                        kwargs[_cache_arg()] = shared_cache
+                    else:  # a cache that cannot be continued this way: prefill every row in full
+                        input_ids, attention = _left_padded(prompts, pad)
+                        width = input_ids.shape[1]
+                        self.prefilled_tokens += (len(prompts) - 1) * len(prefix)  # the rows' prefixes, counted once above
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
         finally:
             if was_training:
@@ -483,11 +495,9 @@ class HFGenerator:
 
     def _keep(self, out: Any, sequences: torch.Tensor, attention: torch.Tensor, prompts: list[list[int]], actions: list[list[int]]) -> None:
         """Keep the cache ``generate`` returned, with which of its positions hold which row's tokens."""
-        from transformers import DynamicCache
-
         cache = getattr(out, _cache_arg(), None)
-        if type(cache) is not DynamicCache or any(type(layer).__name__ != "DynamicLayer" for layer in getattr(cache, "layers", [])):
-            return  # sliding-window or recurrent caches cannot be extended this way
+        if not _extendable(cache):
+            return
         length = cache.get_seq_length()
         width = attention.shape[1]
         generated = length - width  # the last sampled token has no KV yet

@@ -282,7 +282,7 @@ def test_a_weight_update_between_calls_prefills_afresh(policy: Policy) -> None:
 
 
 @pytest.mark.parametrize("greedy", [True, False])
-def test_a_prefix_every_prompt_shares_is_prefilled_once(policy: Policy, greedy: bool) -> None:
+def test_a_prefix_every_prompt_shares_is_prefilled_once(policy: Policy, greedy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """First turns of four tasks (one env's instructions, then each question) and of a group on one task: the same
     tokens and log-probs as prefilling every row in full, with the shared prefix run once."""
     settings = GenerationSettings(max_new_tokens=9, greedy=greedy)
@@ -304,3 +304,12 @@ def test_a_prefix_every_prompt_shares_is_prefilled_once(policy: Policy, greedy: 
         for a, b in zip(full, shared):
             assert a.token_ids == b.token_ids
             assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    # a model whose cache cannot be continued prefills every row in full, with the same episodes
+    import agents.rollout
+
+    monkeypatch.setattr(agents.rollout, "_extendable", lambda cache: False)
+    gen = HFGenerator(policy, reuse_cache=True)
+    torch.manual_seed(5)
+    fallback = rollout(policy, [_TalkBack.make(i) for i in indices], settings=settings, options=[{"index": i} for i in indices],
+                       max_turns=1, generator=gen)
+    assert gen.prefilled_tokens == full_prefill and [t.token_ids for t in fallback] == [t.token_ids for t in full]
