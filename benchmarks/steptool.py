@@ -32,7 +32,13 @@ from agents import bc
 from agents.config import check_out_dir, check_positive, usage_error
 from agents.evaluate import evaluate_model
 from agents.policy import check_model_name
-from benchmarks.memory import StagePeaks, add_mmap_threshold_argument, cap_heap_retention, check_mmap_threshold, format_peaks
+from benchmarks.memory import (
+    StagePeaks,
+    add_mmap_threshold_argument,
+    cap_heap_retention,
+    check_mmap_threshold,
+    format_peaks,
+)
 from benchmarks.stats import (
     COMPARISON_HEADER,
     Comparison,
