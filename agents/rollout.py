@@ -6,7 +6,7 @@ tokens of the chat template's tool turn. Each :class:`Trajectory` carries the to
 action mask (1 on model tokens), the index of the last token of every action, each step's
 reward and its named terms, and the env infos — everything PPO, DPO, RRHF or BC needs.
 
-Generation goes through a backend: :class:`HFGenerator` (``model.generate`` with the KV cache, which
+Generation goes through a backend: :class:`HFGenerator` (a batched decoding loop with the KV cache, which
 a rollout's next turn continues instead of re-prefilling the episode) here, :class:`VLLMGenerator` on
 a GPU, :class:`OpenAIServerGenerator` for a served model. Finished episodes drop out of the batch.
 """
@@ -14,6 +14,7 @@ a GPU, :class:`OpenAIServerGenerator` for a served model. Finished episodes drop
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import math
@@ -277,30 +278,6 @@ class Generator(Protocol):
         ...
 
 
-class _LogprobRecorder:
-    """A logits processor that records the log-probability of each sampled token.
-
-    Custom processors run before temperature and top-p, so these are the model's own
-    log-probabilities (temperature 1). One ``[batch, vocab]`` buffer is kept at a time.
-    """
-
-    def __init__(self) -> None:
-        self.previous: torch.Tensor | None = None
-        self.steps: list[torch.Tensor] = []
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.previous is not None:
-            self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
-        self.previous = torch.log_softmax(scores.float(), dim=-1)
-        return scores
-
-    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
-        if self.previous is not None:
-            self.steps.append(self.previous.gather(1, last_tokens[:, None]).squeeze(1))
-            self.previous = None
-        return torch.stack(self.steps, dim=1) if self.steps else torch.zeros(last_tokens.shape[0], 0)
-
-
 @functools.cache
 def _cache_arg() -> str:
     """``generate``'s name for a cache to continue from: ``cache`` in current transformers, ``past_key_values`` before."""
@@ -336,6 +313,179 @@ def _shared_prefix_length(prompts: list[list[int]]) -> int:
     return n
 
 
+def _top_p_filtered(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``scores`` with the tokens outside the nucleus at -inf (transformers' ``TopPLogitsWarper``, keeping at least one)."""
+    ordered, order = torch.sort(scores, descending=False)
+    drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= 1 - top_p
+    drop[..., -1:] = False
+    return scores.masked_fill(drop.scatter(1, order, drop), -math.inf)
+
+
+_PREFILL_OVERHEAD = 64  # the cost of one forward, in padded cells (:func:`_prefill_groups`)
+
+
+def _prefill_groups(lengths: list[int], overhead: int | None = None) -> list[list[int]]:
+    """Rows grouped by length so that prefilling each group padded to its own longest row costs least.
+
+    The cost of a group is its rows times its longest row (the padded cells a forward computes) plus
+    ``overhead`` cells for the forward itself (reading the weights once, measured on 2 CPU cores at
+    about 64 tokens of prefill; ``_PREFILL_OVERHEAD``); rows sorted by length, the best split is found by
+    dynamic programming.
+    """
+    overhead = _PREFILL_OVERHEAD if overhead is None else overhead
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    ordered = [lengths[i] for i in order]
+    best, cut = [0] + [0] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        best[end], cut[end] = min((best[begin] + (end - begin) * ordered[end - 1] + overhead, begin) for begin in range(end))
+    groups, end = [], len(order)
+    while end:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    return groups[::-1]
+
+
+def _grouped_prefill(model: Any, ids: torch.Tensor, positions: torch.Tensor, attention: torch.Tensor, cache: Any,
+                     kwargs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+    """The last position's logits of every row and the cache after prefilling ``ids`` (the uncached columns, left-padded),
+    run in groups of similar length (:func:`_prefill_groups`) instead of all rows padded to the longest.
+
+    Each group's new keys and values are put back at the columns the whole batch's left padding gives
+    them, the columns in between left as zeros; those are padding, masked out by ``attention``.
+    """
+    from transformers import DynamicCache
+
+    device = model.device
+    start, width = attention.shape[1] - ids.shape[1], ids.shape[1]
+    real = attention[:, start:].sum(-1).tolist()
+    groups = _prefill_groups(real)
+    if len(groups) == 1 or not (cache is None or _extendable(cache)):
+        out = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
+                    **kwargs, **({_cache_arg(): cache} if cache is not None else {}))
+        return out.logits[:, -1, :], getattr(out, _cache_arg())
+    logits: list[torch.Tensor] = []
+    parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+    for group in groups:
+        index, w = torch.tensor(group), max(real[i] for i in group)
+        keep = list(range(start)) + list(range(start + width - w, start + width))
+        sub = None
+        if cache is not None:
+            sub = DynamicCache(ddp_cache_data=[(layer.keys[index.to(device)], layer.values[index.to(device)]) for layer in cache.layers])
+        out = model(input_ids=ids[index][:, width - w :].to(device), attention_mask=attention[index][:, keep].to(device),
+                    position_ids=positions[index][:, width - w :].to(device), **kwargs, **({_cache_arg(): sub} if sub is not None else {}))
+        logits.append(out.logits[:, -1, :])
+        gap = (0, 0, width - w, 0)  # zeros for the padding columns this group did not run
+        parts.append([(torch.cat([layer.keys[:, :, :start], torch.nn.functional.pad(layer.keys[:, :, start:], gap)], dim=2),
+                       torch.cat([layer.values[:, :, :start], torch.nn.functional.pad(layer.values[:, :, start:], gap)], dim=2))
+                      for layer in getattr(out, _cache_arg()).layers])
+    back = torch.tensor(sorted(range(len(real)), key=[i for g in groups for i in g].__getitem__), device=device)
+    merged = [(torch.cat([p[i][0] for p in parts])[back], torch.cat([p[i][1] for p in parts])[back]) for i in range(len(parts[0]))]
+    return torch.cat(logits)[back.cpu()], DynamicCache(ddp_cache_data=merged)
+
+
+@dataclass
+class _Decoded:
+    """What :func:`_decode` returns: ``tokens``/``logprobs`` ``[batch, steps]`` (pad and 0 after a row ended), the cache
+    of every row (``None`` unless asked for), and how many of each row's generated tokens it holds."""
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    cache: Any
+    cached_new: list[int]
+
+
+@torch.no_grad()
+def _decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, cache: Any, settings: GenerationSettings,
+            eos_ids: Sequence[int], pad: int, stopped: Any, *, keep_cache: bool) -> _Decoded:
+    """Generate up to ``settings.max_new_tokens`` tokens for each row, dropping rows from the batch as they end.
+
+    ``input_ids``/``attention`` are the whole left-padded batch; ``cache`` (or ``None``) holds its first
+    positions, and only the rest is prefilled. Each step is what ``model.generate`` does (positions from
+    the attention mask, logits of the last position only, greedy argmax or sampling at the temperature
+    within top-p, transformers' order), with each chosen token's log-probability under the model's own
+    distribution (temperature 1) recorded. Unlike ``generate``, a row that ended (an end-of-turn token,
+    or ``stopped(row_tokens)``) stops costing compute: once a quarter of the batch has ended, those rows
+    leave it, their cache set aside; with ``keep_cache`` it is put back at the end (right-padded, positions
+    past each row's end to be masked by the caller), so the next turn can continue every row.
+    """
+    from transformers.cache_utils import Cache
+
+    rows, device = input_ids.shape[0], model.device
+    steps = settings.max_new_tokens
+    tokens = torch.full((rows, steps), pad, dtype=torch.long)
+    logprobs = torch.zeros((rows, steps))
+    live = list(range(rows))  # original row of each row of the running batch
+    ended = [False] * rows
+    leaving: list[tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = []  # rows set aside, with their cache
+    cached_new = [0] * rows
+    eos = set(eos_ids)
+    positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
+    start = cache.get_seq_length() if cache is not None else 0
+    kwargs: dict[str, Any] = {"use_cache": True}
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model passes it on
+    if "logits_to_keep" in inspect.signature(base.forward).parameters:
+        kwargs["logits_to_keep"] = 1  # the prefill's other positions need no logits
+    step_ids, step_pos, mask = input_ids[:, start:], positions[:, start:], attention
+    n = 0
+    while n < steps:
+        if n == 0:
+            last, cache = _grouped_prefill(model, step_ids, step_pos, mask, cache, kwargs)
+        else:
+            out = model(input_ids=step_ids.to(device), attention_mask=mask.to(device), position_ids=step_pos.to(device),
+                        **kwargs, **{_cache_arg(): cache})
+            last, cache = out.logits[:, -1, :], getattr(out, _cache_arg())
+        scores = last.float().cpu()
+        logp = torch.log_softmax(scores, dim=-1)
+        if settings.greedy:
+            chosen = scores.argmax(dim=-1)
+        else:
+            if settings.temperature != 1.0:
+                scores = scores / settings.temperature
+            if settings.top_p < 1.0:
+                scores = _top_p_filtered(scores, settings.top_p)
+            chosen = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+        index = torch.tensor(live)
+        done = torch.tensor([ended[r] for r in live])
+        chosen = chosen.masked_fill(done, pad)
+        tokens[index, n] = chosen
+        logprobs[index, n] = logp.gather(1, chosen[:, None]).squeeze(1).masked_fill(done, 0.0)
+        n += 1
+        for r, t in zip(live, chosen.tolist()):
+            if not ended[r] and (t in eos or stopped(tokens[r, :n].tolist())):
+                ended[r] = True
+        if all(ended[r] for r in live) or n == steps:
+            break
+        gone = [k for k, r in enumerate(live) if ended[r]]
+        if gone and len(gone) >= len(live) // 4 and isinstance(cache, Cache) and _extendable(cache):
+            stay = [k for k, r in enumerate(live) if not ended[r]]
+            if keep_cache:
+                leaving.append(([live[k] for k in gone], [(layer.keys[gone], layer.values[gone]) for layer in cache.layers]))
+            for k in gone:
+                cached_new[live[k]] = n - 1
+            cache.batch_select_indices(torch.tensor(stay, device=device))
+            live, chosen, mask, step_pos = [live[k] for k in stay], chosen[stay], mask[stay], step_pos[stay]
+        step_ids = chosen[:, None]
+        step_pos = step_pos[:, -1:] + 1
+        mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype)], dim=1)
+    for r in live:
+        cached_new[r] = n - 1
+    if not keep_cache:
+        return _Decoded(tokens[:, :n], logprobs[:, :n], None, cached_new)
+    if leaving and cache is not None:
+        length = cache.get_seq_length()
+        order = live + [r for group, _ in leaving for r in group]
+        for i, layer in enumerate(cache.layers):
+            parts_k, parts_v = [layer.keys], [layer.values]
+            for _, kept in leaving:
+                k, v = kept[i]
+                pad_width = (0, 0, 0, length - k.shape[-2])
+                parts_k.append(torch.nn.functional.pad(k, pad_width))
+                parts_v.append(torch.nn.functional.pad(v, pad_width))
+            back = torch.tensor(sorted(range(rows), key=order.__getitem__), device=layer.keys.device)
+            layer.keys, layer.values = torch.cat(parts_k)[back], torch.cat(parts_v)[back]
+    return _Decoded(tokens[:, :n], logprobs[:, :n], cache, cached_new)
+
+
 class _TurnCache:
     """The KV cache one :meth:`HFGenerator.generate` call left, kept for the next turn of the same episodes.
 
@@ -363,7 +513,10 @@ class _TurnCache:
 
 
 class HFGenerator:
-    """Batched ``model.generate`` (KV cache, left padding) with per-token log-probabilities.
+    """Batched generation (KV cache, left padding) with per-token log-probabilities: the tokens ``model.generate``
+    gives, from a loop (:func:`_decode`) that drops rows from the batch as they end and prefills rows in groups
+    of similar length (:func:`_grouped_prefill`), so that short rows do not pay for long ones. Sampling
+    applies the settings' temperature and top-p only (nothing from the model's generation config).
 
     With ``reuse_cache`` (what :func:`rollout` uses), a turn continues from the KV cache the
     previous call left instead of re-prefilling the episode: when every prompt extends one of the
@@ -424,8 +577,6 @@ class HFGenerator:
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, stop: Sequence[str]) -> list[tuple[list[int], list[float]]]:
-        from transformers import LogitsProcessorList
-
         tok = self.policy.tokenizer
         pad = tok.pad_token_id
         device = self.policy.device
@@ -444,73 +595,53 @@ class HFGenerator:
             input_ids, attention = _left_padded(prompts, pad)
             cache = None
             self.prefilled_tokens += sum(len(p) for p in prompts)
-        width = input_ids.shape[1]
-        recorder = _LogprobRecorder()
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": settings.max_new_tokens,
-            "do_sample": not settings.greedy,
-            "eos_token_id": self.eos_ids,
-            "pad_token_id": pad,
-            "logits_processor": LogitsProcessorList([recorder]),
-            "use_cache": True,
-        }
-        if self.reuse_cache:
-            kwargs["return_dict_in_generate"] = True
-        if cache is not None:
-            kwargs[_cache_arg()] = cache
-        if not settings.greedy:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if stop:
-            kwargs.update(stop_strings=list(stop), tokenizer=tok)
+        stops = [s for s in stop if s]
+
+        def stopped(ids: list[int]) -> bool:
+            return bool(stops) and any(tok.decode(ids, skip_special_tokens=True).endswith(s) for s in stops)
+
         model = self.policy.model
         was_training = model.training
         model.eval()
         try:
             with self.policy.merged_weights():
                 if prefix:
-                    shared_cache = getattr(model(input_ids=torch.tensor([prefix], device=device), use_cache=True), _cache_arg(), None)
-                    if _extendable(shared_cache):
-                        shared_cache.batch_repeat_interleave(len(prompts))
-                        kwargs[_cache_arg()] = shared_cache
+                    cache = getattr(model(input_ids=torch.tensor([prefix], device=device), use_cache=True), _cache_arg(), None)
+                    if _extendable(cache):
+                        cache.batch_repeat_interleave(len(prompts))
                     else:  # a cache that cannot be continued this way: prefill every row in full
                         input_ids, attention = _left_padded(prompts, pad)
-                        width = input_ids.shape[1]
+                        cache = None
                         self.prefilled_tokens += (len(prompts) - 1) * len(prefix)  # the rows' prefixes, counted once above
-                out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+                out = _decode(model, input_ids, attention, cache, settings, self.eos_ids, pad, stopped, keep_cache=self.reuse_cache)
         finally:
             if was_training:
                 model.train()
-        sequences = (out.sequences if self.reuse_cache else out).cpu()
-        new = sequences[:, width:]
-        logprobs = recorder.finish(new[:, -1].to(device)).cpu() if new.shape[1] else torch.zeros(len(prompts), 0)
         results = []
         for i in range(len(prompts)):
-            ids = self._cut(new[i].tolist(), stop)
-            results.append((ids, logprobs[i, : len(ids)].tolist()))
+            ids = self._cut(out.tokens[i].tolist(), stop)
+            results.append((ids, out.logprobs[i, : len(ids)].tolist()))
         if self.reuse_cache:
-            self._keep(out, sequences, attention, prompts, [ids for ids, _ in results])
+            self._keep(out, input_ids, attention, prompts, [ids for ids, _ in results])
         return results
 
-    def _keep(self, out: Any, sequences: torch.Tensor, attention: torch.Tensor, prompts: list[list[int]], actions: list[list[int]]) -> None:
-        """Keep the cache ``generate`` returned, with which of its positions hold which row's tokens."""
-        cache = getattr(out, _cache_arg(), None)
-        if not _extendable(cache):
+    def _keep(self, out: _Decoded, input_ids: torch.Tensor, attention: torch.Tensor, prompts: list[list[int]],
+              actions: list[list[int]]) -> None:
+        """Keep the cache :func:`_decode` left, with which of its positions hold which row's tokens."""
+        if not _extendable(out.cache):
             return
-        length = cache.get_seq_length()
-        width = attention.shape[1]
-        generated = length - width  # the last sampled token has no KV yet
+        generated = out.cache.get_seq_length() - attention.shape[1]  # the last token generated has no KV yet
         if generated < 0:
             return
+        width = attention.shape[1]
         mask = torch.cat([attention, torch.ones((len(prompts), generated), dtype=torch.long)], dim=1)
         rows = []
         for i, (p, a) in enumerate(zip(prompts, actions)):
-            held = min(len(a), generated)
-            mask[i, width + held :] = 0  # after the cut: padding or text past a stop string
+            held = min(len(a), out.cached_new[i])
+            mask[i, width + held :] = 0  # after the cut or where the row had left the batch: padding or text past a stop string
             rows.append(p + a[:held])
-        self._turn = _TurnCache(cache, sequences[:, :length].clone(), mask, rows, [p + a for p, a in zip(prompts, actions)],
-                                self._weights_version())
+        layout = torch.cat([input_ids, out.tokens[:, :generated]], dim=1)
+        self._turn = _TurnCache(out.cache, layout, mask, rows, [p + a for p, a in zip(prompts, actions)], self._weights_version())
 
     def _cut(self, ids: list[int], stop: Sequence[str]) -> list[int]:
         """The generated tokens up to and including the end-of-turn token; padding removed."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import pytest
 import torch
 
+import agents.rollout as agents_rollout
 import toolenv  # noqa: F401
 from agents.policy import Policy
 from agents.rollout import (
@@ -313,3 +315,92 @@ def test_a_prefix_every_prompt_shares_is_prefilled_once(policy: Policy, greedy: 
     fallback = rollout(policy, [_TalkBack.make(i) for i in indices], settings=settings, options=[{"index": i} for i in indices],
                        max_turns=1, generator=gen)
     assert gen.prefilled_tokens == full_prefill and [t.token_ids for t in fallback] == [t.token_ids for t in full]
+
+
+# ------------------------------------------------------------------------ rows leave the batch as they end
+def _ending_often(policy: Policy) -> list[int]:
+    """End-of-turn ids for the tiny random model: one token in seven, so rows end at scattered steps."""
+    return sorted({*policy.eos_token_ids, *range(10, len(policy.tokenizer), 7)})
+
+
+def _batch_sizes(policy: Policy) -> tuple[list[int], Any]:
+    sizes: list[int] = []
+    hook = policy.model.get_base_model().register_forward_pre_hook(lambda module, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]),
+                                                                 with_kwargs=True)
+    return sizes, hook
+
+
+def test_prefill_groups_split_rows_by_length_where_padding_costs_more_than_a_forward() -> None:
+    from agents.rollout import _prefill_groups
+
+    assert _prefill_groups([5, 100, 6, 98], overhead=10) == [[0, 2], [3, 1]]
+    assert _prefill_groups([5, 100, 6, 98], overhead=1000) == [[0, 2, 3, 1]]
+    assert _prefill_groups([7], overhead=0) == [[0]]
+    groups = _prefill_groups([3, 9, 4, 30, 31, 8, 2, 60], overhead=5)
+    assert sorted(i for g in groups for i in g) == list(range(8))
+    cost = sum(len(g) * max([3, 9, 4, 30, 31, 8, 2, 60][i] for i in g) + 5 for g in groups)
+    assert cost == min(cost, 8 * 60 + 5) and len(groups) > 1
+
+
+@pytest.mark.parametrize("overhead", [0, 10**9])
+def test_ended_rows_leave_the_batch_with_the_tokens_of_generate(policy: Policy, overhead: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight prompts of different lengths, greedy, prefilled in groups of one length or all at once: the same tokens as
+    ``model.generate`` on the same batch (which runs every row to the longest), log-probs equal to a teacher-forced
+    forward, while the batch shrinks as rows end."""
+    monkeypatch.setattr(agents_rollout, "_PREFILL_OVERHEAD", overhead)
+    fmt = ChatFormat(policy.tokenizer)
+    prompts = [fmt.prompt_ids([{"role": "user", "content": "Add 2 and 3. " * (1 + i % 3) + str(i)}]) for i in range(8)]
+    eos = _ending_often(policy)
+    gen = HFGenerator(policy)
+    gen.eos_ids = eos
+    sizes, hook = _batch_sizes(policy)
+    try:
+        got = gen.generate(prompts, GenerationSettings(max_new_tokens=12, greedy=True), ())
+    finally:
+        hook.remove()
+    prefill = len({len(p) for p in prompts}) if overhead == 0 else 1
+    assert sum(sizes[:prefill]) == 8 and sizes[prefill] == 8 and min(sizes[prefill:]) < 8  # grouped prefill; then rows left
+    ids, mask = agents_rollout._left_padded(prompts, policy.tokenizer.pad_token_id)
+    out = policy.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=eos,
+                                pad_token_id=policy.tokenizer.pad_token_id)
+    ends = []
+    for i, (tokens, logprobs) in enumerate(got):
+        expected = out[i, ids.shape[1] :].tolist()
+        cut = next((k + 1 for k, t in enumerate(expected) if t in eos), len(expected))
+        assert tokens == expected[:cut]
+        ends.append(cut)
+        with torch.no_grad():
+            logits = policy.model(input_ids=torch.tensor([prompts[i] + tokens])).logits[0].float()
+        forward = torch.log_softmax(logits, -1)[len(prompts[i]) - 1 : -1].gather(1, torch.tensor(tokens)[:, None]).squeeze(1)
+        assert torch.allclose(torch.tensor(logprobs), forward, atol=1e-4)
+    assert len(set(ends)) > 2  # rows ended at several different steps
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+@pytest.mark.parametrize("overhead", [0, 10**9])
+def test_turns_continue_the_cache_of_rows_that_left_the_batch(policy: Policy, greedy: bool, overhead: int,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five turns of six episodes whose rows end at scattered steps: continuing the cache (put back together from the
+    rows that left early, each turn's new tokens prefilled in groups of one length or all at once) gives the tokens and
+    log-probs of re-prefilling every turn."""
+    monkeypatch.setattr(agents_rollout, "_PREFILL_OVERHEAD", overhead)
+    settings = GenerationSettings(max_new_tokens=9, greedy=greedy)
+    options = [{"index": i % 4} for i in range(6)]
+    runs = {}
+    for reuse in (False, True):
+        gen = HFGenerator(policy, reuse_cache=reuse)
+        gen.eos_ids = _ending_often(policy)
+        sizes, hook = _batch_sizes(policy)
+        torch.manual_seed(3)
+        try:
+            trajs = rollout(policy, [_TalkBack.make(i % 4) for i in range(6)], settings=settings, options=options, max_turns=5, generator=gen)
+        finally:
+            hook.remove()
+        runs[reuse] = trajs, gen.prefilled_tokens, sizes
+    (fresh, fresh_prefill, _), (reused, reused_prefill, sizes) = runs[False], runs[True]
+    assert [len(t.actions) for t in reused] == [5] * 6
+    assert sorted(set(sizes)) != [6]  # rows left the batch
+    for a, b in zip(fresh, reused):
+        assert a.token_ids == b.token_ids and a.action_mask == b.action_mask
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    assert reused_prefill < fresh_prefill / 2
