@@ -31,7 +31,7 @@ this run shows it. The output directory gets ``results.json``, ``trice_table.md`
 ``trice.png``; each stage's data, model and evaluation are kept under ``{out}/{stage}``, and a
 finished stage is not run again, so an interrupted pipeline continues where it stopped.
 
-Presets: ``cpu`` (default) takes 40 minutes on 2 quiet CPU cores with SmolLM2-135M (3.4 GB at its peak); ``smoke`` runs
+Presets: ``cpu`` (default) takes 30 minutes on 2 quiet CPU cores with SmolLM2-135M (5.0 GB at its peak); ``smoke`` runs
 every stage on the same model at the smallest sizes (a check that the pipeline runs, not a
 result); ``full`` is the paper-sized setting for a GPU (all test tasks, thousands of steps).
 """
