@@ -408,8 +408,6 @@ def _decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, cache:
     leave it, their cache set aside; with ``keep_cache`` it is put back at the end (right-padded, positions
     past each row's end to be masked by the caller), so the next turn can continue every row.
     """
-    from transformers.cache_utils import Cache
-
     rows, device = input_ids.shape[0], model.device
     steps = settings.max_new_tokens
     tokens = torch.full((rows, steps), pad, dtype=torch.long)
@@ -456,7 +454,7 @@ def _decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, cache:
         if all(ended[r] for r in live) or n == steps:
             break
         gone = [k for k, r in enumerate(live) if ended[r]]
-        if gone and len(gone) >= len(live) // 4 and isinstance(cache, Cache) and _extendable(cache):
+        if gone and len(gone) >= len(live) // 4 and _extendable(cache):
             stay = [k for k, r in enumerate(live) if not ended[r]]
             if keep_cache:
                 leaving.append(([live[k] for k in gone], [(layer.keys[gone], layer.values[gone]) for layer in cache.layers]))
