@@ -363,24 +363,38 @@ def _grouped_prefill(model: Any, ids: torch.Tensor, positions: torch.Tensor, att
         out = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
                     **kwargs, **({_cache_arg(): cache} if cache is not None else {}))
         return out.logits[:, -1, :], getattr(out, _cache_arg())
-    logits: list[torch.Tensor] = []
-    parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+    rows = len(real)
+    logits: torch.Tensor | None = None
+    result: Any = None  # the first group's cache, its layers given the whole batch's keys and values at the end
+    full: list[tuple[torch.Tensor, torch.Tensor]] = []
     for group in groups:
-        index, w = torch.tensor(group), max(real[i] for i in group)
+        index, w = torch.tensor(group, device=device), max(real[i] for i in group)
+        on_cpu = index.cpu()
         keep = list(range(start)) + list(range(start + width - w, start + width))
         sub = None
         if cache is not None:
-            sub = DynamicCache(ddp_cache_data=[(layer.keys[index.to(device)], layer.values[index.to(device)]) for layer in cache.layers])
-        out = model(input_ids=ids[index][:, width - w :].to(device), attention_mask=attention[index][:, keep].to(device),
-                    position_ids=positions[index][:, width - w :].to(device), **kwargs, **({_cache_arg(): sub} if sub is not None else {}))
-        logits.append(out.logits[:, -1, :])
-        gap = (0, 0, width - w, 0)  # zeros for the padding columns this group did not run
-        parts.append([(torch.cat([layer.keys[:, :, :start], torch.nn.functional.pad(layer.keys[:, :, start:], gap)], dim=2),
-                       torch.cat([layer.values[:, :, :start], torch.nn.functional.pad(layer.values[:, :, start:], gap)], dim=2))
-                      for layer in getattr(out, _cache_arg()).layers])
-    back = torch.tensor(sorted(range(len(real)), key=[i for g in groups for i in g].__getitem__), device=device)
-    merged = [(torch.cat([p[i][0] for p in parts])[back], torch.cat([p[i][1] for p in parts])[back]) for i in range(len(parts[0]))]
-    return torch.cat(logits)[back.cpu()], DynamicCache(ddp_cache_data=merged)
+            sub = DynamicCache(ddp_cache_data=[(layer.keys[index], layer.values[index]) for layer in cache.layers])
+        out = model(input_ids=ids[on_cpu][:, width - w :].to(device), attention_mask=attention[on_cpu][:, keep].to(device),
+                    position_ids=positions[on_cpu][:, width - w :].to(device), **kwargs, **({_cache_arg(): sub} if sub is not None else {}))
+        got = getattr(out, _cache_arg())
+        if not _extendable(got):  # a sliding-window or recurrent cache: the whole batch at once after all
+            out = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
+                        **kwargs, **({_cache_arg(): cache} if cache is not None else {}))
+            return out.logits[:, -1, :], getattr(out, _cache_arg())
+        last = out.logits[:, -1, :]
+        if logits is None:
+            logits = last.new_empty((rows, last.shape[-1]))
+            result = got
+            full = [(layer.keys.new_zeros((rows, layer.keys.shape[1], start + width, layer.keys.shape[3])),
+                     layer.values.new_zeros((rows, layer.values.shape[1], start + width, layer.values.shape[3]))) for layer in got.layers]
+        logits[index] = last
+        for (k, v), layer in zip(full, got.layers):  # the columns between the cached part and this group's tokens stay zero
+            k[index, :, :start], k[index, :, start + width - w :] = layer.keys[:, :, :start], layer.keys[:, :, start:]
+            v[index, :, :start], v[index, :, start + width - w :] = layer.values[:, :, :start], layer.values[:, :, start:]
+        del out, got, sub
+    for (k, v), layer in zip(full, result.layers):
+        layer.keys, layer.values = k, v
+    return logits, result
 
 
 @dataclass
@@ -414,7 +428,7 @@ def _decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, cache:
     logprobs = torch.zeros((rows, steps))
     live = list(range(rows))  # original row of each row of the running batch
     ended = [False] * rows
-    leaving: list[tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = []  # rows set aside, with their cache
+    leaving: list[tuple[list[int], list[Any]]] = []  # rows set aside, with their cache per layer
     cached_new = [0] * rows
     eos = set(eos_ids)
     positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
@@ -472,14 +486,15 @@ def _decode(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, cache:
     if leaving and cache is not None:
         length = cache.get_seq_length()
         order = live + [r for group, _ in leaving for r in group]
+        back = torch.tensor(sorted(range(rows), key=order.__getitem__), device=device)
         for i, layer in enumerate(cache.layers):
             parts_k, parts_v = [layer.keys], [layer.values]
             for _, kept in leaving:
                 k, v = kept[i]
+                kept[i] = None  # freed as soon as this layer is put together
                 pad_width = (0, 0, 0, length - k.shape[-2])
                 parts_k.append(torch.nn.functional.pad(k, pad_width))
                 parts_v.append(torch.nn.functional.pad(v, pad_width))
-            back = torch.tensor(sorted(range(rows), key=order.__getitem__), device=layer.keys.device)
             layer.keys, layer.values = torch.cat(parts_k)[back], torch.cat(parts_v)[back]
     return _Decoded(tokens[:, :n], logprobs[:, :n], cache, cached_new)
 
