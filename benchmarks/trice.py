@@ -576,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = ArgumentParser(prog="toolenv bench trice", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="cpu: ~40 min on 2 cores; smoke: every stage at the smallest size (~2 min); full: paper-sized, for a GPU")
+                        help="cpu: ~30 min on 2 cores; smoke: every stage at the smallest size (~2 min); full: paper-sized, for a GPU")
     parser.add_argument("--out", default="runs/trice", help="output directory (an interrupted run continues here)")
     parser.add_argument("--model", default=None, help="base model (default: the preset's, smollm2-135m)")
     parser.add_argument("--split-model", default=None, help="model whose direct answers split the stage-1 data (default: --model)")
