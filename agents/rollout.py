@@ -359,10 +359,14 @@ def _grouped_prefill(model: Any, ids: torch.Tensor, positions: torch.Tensor, att
     start, width = attention.shape[1] - ids.shape[1], ids.shape[1]
     real = attention[:, start:].sum(-1).tolist()
     groups = _prefill_groups(real)
-    if len(groups) == 1 or not (cache is None or _extendable(cache)):
+
+    def whole_batch() -> tuple[torch.Tensor, Any]:
         out = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
                     **kwargs, **({_cache_arg(): cache} if cache is not None else {}))
         return out.logits[:, -1, :], getattr(out, _cache_arg())
+
+    if len(groups) == 1 or not (cache is None or _extendable(cache)):
+        return whole_batch()
     rows = len(real)
     logits: torch.Tensor | None = None
     result: Any = None  # the first group's cache, its layers given the whole batch's keys and values at the end
@@ -378,9 +382,7 @@ def _grouped_prefill(model: Any, ids: torch.Tensor, positions: torch.Tensor, att
                     position_ids=positions[on_cpu][:, width - w :].to(device), **kwargs, **({_cache_arg(): sub} if sub is not None else {}))
         got = getattr(out, _cache_arg())
         if not _extendable(got):  # a sliding-window or recurrent cache: the whole batch at once after all
-            out = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
-                        **kwargs, **({_cache_arg(): cache} if cache is not None else {}))
-            return out.logits[:, -1, :], getattr(out, _cache_arg())
+            return whole_batch()
         last = out.logits[:, -1, :]
         if logits is None:
             logits = last.new_empty((rows, last.shape[-1]))

@@ -88,7 +88,8 @@ class TricePreset:
     eval_episodes: int = 266  # per test dataset: all of ASDiv (266) and MAWPS (238)
     gsm8k_eval_episodes: int = 60  # GSM8K's 1,319 test problems cost ~15 min per stage on 2 cores
     # 128 MAWPS training questions on 2 cores, batch 16 / 32 / 64 / 128: base model 66 / 46 / 41 / 42 s, a BC model
-    # 70 / 62 / 54 / 53 s (rows leave the batch as they end, prefill grouped by length)
+    # 70 / 62 / 54 / 53 s (rows leave the batch as they end, prefill grouped by length); `toolenv eval --model M
+    # --env toolenv/MAWPS-v0 --episodes 128 --max-new-tokens 48 --batch-size B` times the same (one-off script, model load included)
     eval_batch_size: int = 64
     max_new_tokens: int = 48
     stage1: str = "trice"
